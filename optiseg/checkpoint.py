@@ -1,0 +1,68 @@
+"""Checkpoint files: the network's identity and weights, plus whatever training needs to resume.
+
+A checkpoint is a dict saved with ``torch.save`` and loaded with
+``weights_only=True`` (no code runs on load). The keys ``model``, ``knobs``,
+``num_classes``, ``in_channels`` and ``state_dict`` identify the network; a
+trainer adds its own keys (epoch, optimizer state, ...). Writes are atomic: a
+run killed mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import OptisegError
+from .models import build_model
+
+FORMAT = "optiseg-checkpoint-1"
+IDENTITY_KEYS = ("model", "knobs", "num_classes", "in_channels", "state_dict")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` (which must hold the identity keys) to ``path`` atomically."""
+    missing = [k for k in IDENTITY_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"checkpoint payload lacks {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise OptisegError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise OptisegError(
+            f"checkpoint {path} cannot be read: {exc}",
+            hint="it may be truncated or not an optiseg checkpoint; train again or pick another file",
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise OptisegError(f"{path} is not an optiseg checkpoint (format {FORMAT!r} expected)")
+    return payload
+
+
+def model_from_checkpoint(payload: Mapping[str, Any]) -> nn.Module:
+    """Build the network a checkpoint describes and load its weights."""
+    model = build_model(payload["model"], payload["knobs"], payload["num_classes"], payload["in_channels"])
+    model.load_state_dict(payload["state_dict"])
+    return model

@@ -1,0 +1,73 @@
+"""The `optiseg` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module registers its subcommands; heavy libraries are imported inside the handlers,
+# so `optiseg --help` answers at once.
+COMMAND_MODULES = ("models_cmd",)
+
+DESCRIPTION = """\
+Search the IoU-latency Pareto front of real-time segmentation networks
+(Fast-SCNN, BiSeNetV2) for your data and your edge device.
+"""
+
+EPILOG = """\
+start here:
+  optiseg models                                   architectures and their knobs
+  optiseg summary --model fastscnn --resolution 192
+  optiseg export --model fastscnn --knobs a=0.5 --resolution 192 -o model.onnx
+
+Run `optiseg COMMAND --help` for the options of a command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="optiseg",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"optiseg {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{module_name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `optiseg` console script; returns the exit status."""
+    from ..errors import OptisegError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except OptisegError as exc:
+        _print_error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return 130
+
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

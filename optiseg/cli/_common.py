@@ -1,0 +1,79 @@
+"""Helpers shared by the command modules: argument parsing, tables and JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..errors import UsageError
+
+
+def parse_knobs(text: str | None) -> dict[str, str]:
+    """``"a=0.5,t=4"`` -> ``{"a": "0.5", "t": "4"}``; values are typed by the model's knob specs."""
+    knobs: dict[str, str] = {}
+    if not text:
+        return knobs
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UsageError(f"--knobs {text!r}: {item!r} is not NAME=VALUE; write e.g. --knobs a=0.5,t=4,r=2,pp=0")
+        if name.strip() in knobs:
+            raise UsageError(f"--knobs {text!r}: knob {name.strip()!r} is given twice")
+        knobs[name.strip()] = value.strip()
+    return knobs
+
+
+def format_knobs(knobs: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={_fmt_value(v)}" for k, v in knobs.items())
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def print_json(payload: Any) -> None:
+    """One JSON document on stdout (for machines: nothing else goes to stdout)."""
+    sys.stdout.write(json.dumps(payload, indent=None, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, justify_right: Iterable[int] = ()) -> None:
+    """A rich table on stdout."""
+    from rich.table import Table
+
+    right = set(justify_right)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="right" if index in right else "left")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    stdout_console().print(table)
+
+
+def human_count(value: float) -> str:
+    """1234567 -> '1.23 M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:g}"

@@ -1,0 +1,66 @@
+"""The error family of optiseg.
+
+Every failure a user can cause or fix is an :class:`OptisegError`: its message
+says what was wrong and where (file, key, path, host), and its ``hint`` says
+what to do. The command line prints both without a traceback and exits with
+``exit_code``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class OptisegError(Exception):
+    """Base class of every user-facing failure."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class UsageError(OptisegError, ValueError):
+    """Bad input from the command line or the API: wrong name, knob or value."""
+
+    exit_code = 2
+
+
+class KnobError(UsageError):
+    """A model knob that does not exist or whose value is out of range."""
+
+
+class ConfigError(UsageError):
+    """A configuration file that is missing, unreadable or invalid."""
+
+
+class DataError(OptisegError):
+    """A data set that is missing files, inconsistent or unreadable."""
+
+    exit_code = 2
+
+
+class ExportError(OptisegError):
+    """ONNX export failed or the exported graph disagrees with PyTorch."""
+
+
+class DeviceError(OptisegError):
+    """A device could not be reached, or failed to measure a model."""
+
+
+class StudyError(OptisegError):
+    """A search study cannot be created, resumed or read."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean X?)' for the closest choice, or '' if none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

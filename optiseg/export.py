@@ -1,0 +1,174 @@
+"""ONNX export with a parity check and the metadata a deployer needs.
+
+The network is traced with a fixed input shape ``(1, C, H, W)`` by PyTorch's
+TorchScript-based exporter (opset 17, IR 8: loadable by onnxruntime >= 1.14,
+which is what a Raspberry Pi usually has), BatchNorm is folded into the
+convolutions and Dropout removed, and the graph is cleaned by onnxscript's
+optimizer (constant shapes folded, pass-through Identity nodes removed). The
+result must pass ``onnx.checker`` and agree with PyTorch on a random input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from .errors import ExportError
+from .preprocessing import input_spec
+
+DEFAULT_OPSET = 17
+PARITY_TOLERANCE = 1e-4
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    size_mb: float
+    max_abs_diff: float
+    metadata: dict[str, str]
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    resolution: tuple[int, int],
+    model_name: str,
+    knobs: Mapping[str, Any],
+    num_classes: int,
+    in_channels: int = 3,
+    class_names: Sequence[str] | None = None,
+    extra_metadata: Mapping[str, str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ExportResult:
+    """Export ``model`` for input ``(1, in_channels, *resolution)`` to ``path``.
+
+    The file only appears at ``path`` once it has passed ``onnx.checker`` and
+    the onnxruntime-versus-PyTorch parity check (max abs difference of the
+    logits <= ``tolerance``); otherwise :class:`ExportError` is raised and
+    nothing is written.
+    """
+    from . import __version__
+
+    path = Path(path)
+    height, width = resolution
+    dummy = torch.randn(1, in_channels, height, width, generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected = model(dummy).numpy()
+        graph = _trace_to_onnx(model, dummy, opset)
+    finally:
+        model.train(was_training)
+
+    spec = input_spec(in_channels)
+    metadata = {
+        "model": model_name,
+        "knobs": json.dumps(dict(knobs), sort_keys=True),
+        "resolution": f"{height}x{width}",
+        "input_name": INPUT_NAME,
+        "input_shape": json.dumps([1, in_channels, height, width]),
+        "input_layout": "NCHW float32",
+        "channel_order": spec.channel_order,
+        "pixel_scale": "1/255",
+        "normalization_mean": json.dumps(list(spec.mean)),
+        "normalization_std": json.dumps(list(spec.std)),
+        "output_name": OUTPUT_NAME,
+        "num_classes": str(num_classes),
+        "output": "one logit per pixel: foreground where sigmoid(logit) > 0.5"
+        if num_classes == 1
+        else f"{num_classes} logits per pixel: class = argmax over channels",
+        "optiseg_version": __version__,
+        "exporter": f"torch {torch.__version__} torchscript + onnxscript optimizer",
+        "opset": str(opset),
+    }
+    if class_names is not None:
+        metadata["class_names"] = json.dumps(list(class_names))
+    metadata.update(extra_metadata or {})
+    for key, value in metadata.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    graph.producer_name = "optiseg"
+    graph.producer_version = __version__
+
+    try:
+        onnx.checker.check_model(graph, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph of {model_name} failed onnx.checker: {exc}") from None
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
+        tmp.write(graph.SerializeToString())
+    try:
+        actual = _run_onnxruntime(tmp.name, dummy.numpy())
+        max_diff = float(np.max(np.abs(actual - expected)))
+        if not max_diff <= tolerance:
+            raise ExportError(
+                f"onnxruntime and PyTorch disagree on {model_name} {dict(knobs)} at {height}x{width}: "
+                f"max abs difference of the logits {max_diff:.3g} > {tolerance:g}",
+                hint="this is a bug in optiseg or in the exporter; please report it with the command you ran",
+            )
+        os.replace(tmp.name, path)
+    finally:
+        if os.path.exists(tmp.name):
+            os.unlink(tmp.name)
+    return ExportResult(path=path, size_mb=path.stat().st_size / (1024 * 1024), max_abs_diff=max_diff, metadata=metadata)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (weights are not loaded)."""
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ...
+        raise ExportError(f"{path} is not a readable ONNX file: {exc}") from None
+    return {entry.key: entry.value for entry in graph.metadata_props}
+
+
+def _trace_to_onnx(model: nn.Module, dummy: torch.Tensor, opset: int) -> onnx.ModelProto:
+    import onnxscript.optimizer
+
+    with tempfile.TemporaryDirectory() as tmp_dir, warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export, but it writes
+        # IR 8 graphs that older onnxruntime builds on devices can load; the tracer's notes
+        # about Python ints are expected: the input shape is fixed by design.
+        warnings.simplefilter("ignore")
+        raw_path = Path(tmp_dir) / "raw.onnx"
+        try:
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(raw_path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                do_constant_folding=True,
+            )
+        except Exception as exc:
+            raise ExportError(f"torch.onnx.export failed: {exc}") from exc
+        graph = onnx.load(str(raw_path))
+    return onnxscript.optimizer.optimize(graph)
+
+
+def _run_onnxruntime(path: str, array: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: array.astype(np.float32)})[0]

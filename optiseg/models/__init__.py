@@ -1,0 +1,21 @@
+"""Segmentation architectures and their registry.
+
+>>> from optiseg.models import build_model, list_models
+>>> model = build_model("fastscnn", {"a": 0.5, "pp": 0}, num_classes=1)
+"""
+
+from . import bisenetv2, fastscnn  # noqa: F401  (registers the architectures)
+from ._registry import KnobSpec, ModelEntry, build_model, get_model_entry, list_models, register_model
+from ._resolution import check_resolution, format_resolution, parse_resolution
+
+__all__ = [
+    "KnobSpec",
+    "ModelEntry",
+    "build_model",
+    "check_resolution",
+    "format_resolution",
+    "get_model_entry",
+    "list_models",
+    "parse_resolution",
+    "register_model",
+]

@@ -1,0 +1,167 @@
+"""Every registered architecture: shapes, gradients, resolutions, knobs and the thesis's parameter table."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from optiseg.errors import KnobError, UsageError
+from optiseg.models import build_model, get_model_entry, list_models, parse_resolution
+from optiseg.models._layers import adaptive_avg_pool2d_static
+from optiseg.profile import count_parameters
+
+# A sample of knob combinations per architecture: baseline, narrow, and every removable module off.
+KNOB_SAMPLES = {
+    "fastscnn": [{}, {"a": 0.25, "t": 2, "r": 1, "pp": 0}, {"a": 0.5, "t": 4, "r": 2, "pp": 1}],
+    "bisenetv2": [{}, {"a": 0.25, "t": 2, "r": 1, "ce": 0, "head_mid": 64}, {"a": 0.5, "t": 4, "r": 2, "ce": 1, "head_mid": 128}],
+}
+
+
+def test_every_registered_model_has_knob_samples():
+    assert sorted(KNOB_SAMPLES) == list_models()
+
+
+def model_cases():
+    return [pytest.param(name, knobs, id=f"{name}-{i}") for name in list_models() for i, knobs in enumerate(KNOB_SAMPLES[name])]
+
+
+@pytest.mark.parametrize("name,knobs", model_cases())
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_forward_shape_and_backward(name, knobs, num_classes):
+    torch.manual_seed(0)
+    model = build_model(name, knobs, num_classes=num_classes).train()
+    x = torch.randn(2, 3, 96, 160)
+    out = model(x)
+    assert out.shape == (2, num_classes, 96, 160)
+    target = torch.randint(0, 2, (2, 96, 160))
+    if num_classes == 1:
+        loss = F.binary_cross_entropy_with_logits(out[:, 0], target.float())
+    else:
+        loss = F.cross_entropy(out, target)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("size", [(64, 64), (64, 1024), (1024, 64), (96, 160), (544, 960), (224, 352)])
+def test_every_resolution_trains(name, size):
+    """Pyramid pooling / context embedding on, every kind of size: square, tall, wide, non-dividing maps."""
+    knobs = {"a": 0.125, "t": 1, "r": 1, "pp": 1} if name == "fastscnn" else {"a": 0.125, "t": 1, "r": 1, "ce": 1, "head_mid": 16}
+    model = build_model(name, knobs, num_classes=2).train()
+    out = model(torch.randn(2, 3, *size))  # BatchNorm on pooled context needs two samples when training
+    assert out.shape == (2, 2, *size)
+    out.mean().backward()
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize("name", list_models())
+def test_in_channels(name, in_channels):
+    model = build_model(name, num_classes=1, in_channels=in_channels).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, in_channels, 64, 64)).shape == (1, 1, 64, 64)
+
+
+# The digest's reference sizes (one class, three input channels).
+FASTSCNN_PARAMS = [
+    ({"a": 1, "t": 6, "r": 3, "pp": 1}, 1_122_673),
+    ({"a": 1, "t": 6, "r": 3, "pp": 0}, 1_085_553),
+    ({"a": 1, "t": 6, "r": 2, "pp": 1}, 743_281),
+    ({"a": 1, "t": 6, "r": 1, "pp": 1}, 363_889),
+    ({"a": 0.75, "t": 6, "r": 3, "pp": 1}, 644_917),
+    ({"a": 0.5, "t": 6, "r": 3, "pp": 1}, 298_553),
+]
+
+
+@pytest.mark.parametrize("knobs,expected", FASTSCNN_PARAMS)
+def test_fastscnn_parameter_table(knobs, expected):
+    assert count_parameters(build_model("fastscnn", knobs, num_classes=1)) == expected
+
+
+def test_fastscnn_one_input_channel_removes_576_parameters():
+    rgb = count_parameters(build_model("fastscnn", in_channels=3))
+    luma = count_parameters(build_model("fastscnn", in_channels=1))
+    assert rgb - luma == 576
+
+
+def test_bisenetv2_baseline_size():
+    params = count_parameters(build_model("bisenetv2", num_classes=1))
+    assert 3_300_000 <= params <= 3_400_000, params
+
+
+def test_removed_modules_are_not_built():
+    with_pp = build_model("fastscnn", {"pp": 1})
+    without = build_model("fastscnn", {"pp": 0})
+    assert any("PyramidPooling" in type(m).__name__ for m in with_pp.modules())
+    assert not any("PyramidPooling" in type(m).__name__ for m in without.modules())
+    assert not any("ContextEmbedding" in type(m).__name__ for m in build_model("bisenetv2", {"ce": 0}).modules())
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 5), (8, 8), (16, 16), (17, 30), (32, 7)])
+@pytest.mark.parametrize("bins", [1, 2, 4, 8])
+def test_static_adaptive_pooling_matches_pytorch(size, bins):
+    x = torch.randn(2, 3, *size)
+    expected = F.adaptive_avg_pool2d(x, bins)
+    torch.testing.assert_close(adaptive_avg_pool2d_static(x, bins), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_knob_specs_are_the_class_signature(name):
+    entry = get_model_entry(name)
+    params = inspect.signature(entry.cls).parameters
+    assert [p for p in params if p not in ("num_classes", "in_channels")] == list(entry.knob_names)
+
+
+@pytest.mark.parametrize(
+    "name,knobs,fragment",
+    [
+        ("fastscnn", {"a": 0}, "knob a=0 is invalid: a must be a number, 0 < a <= 1"),
+        ("fastscnn", {"a": 1.5}, "0 < a <= 1"),
+        ("fastscnn", {"r": 0}, "knob r=0 is invalid: r must be an integer, 1 <= r <= 8"),
+        ("fastscnn", {"t": 2.5}, "t must be an integer"),
+        ("fastscnn", {"pp": 2}, "pp must be 0 or 1"),
+        ("fastscnn", {"a": 0.01}, "valid range: 0.03125 <= a <= 1"),
+        ("bisenetv2", {"a": 0.1}, "valid range: 0.125 <= a <= 1"),
+        ("fastscnn", {"ce": 1}, "unknown knob 'ce' for model 'fastscnn'; valid knobs: a, t, r, pp"),
+        ("bisenetv2", {"head_mdi": 8}, "did you mean 'head_mid'?"),
+    ],
+)
+def test_knob_errors_name_knob_value_and_range(name, knobs, fragment):
+    with pytest.raises(KnobError) as info:
+        build_model(name, knobs)
+    assert fragment in str(info.value)
+
+
+def test_unknown_model_lists_available():
+    with pytest.raises(UsageError) as info:
+        build_model("fastscn")
+    message = str(info.value)
+    assert "did you mean 'fastscnn'" in message and "bisenetv2, fastscnn" in message
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("192", (192, 192)), ("544x960", (544, 960)), ("544X960", (544, 960)), (256, (256, 256)), ("64x1024", (64, 1024))],
+)
+def test_parse_resolution(text, expected):
+    assert parse_resolution(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("500x512", "height 500 must be a multiple of 32 from 64 to 1024 (nearest valid: 480 or 512)"),
+        ("512x100", "width 100 must be a multiple of 32"),
+        ("32", "(nearest valid: 64)"),
+        ("2048", "(nearest valid: 1024)"),
+        ("big", "write HxW"),
+    ],
+)
+def test_resolution_errors(text, fragment):
+    with pytest.raises(UsageError) as info:
+        parse_resolution(text)
+    assert fragment in str(info.value)
