@@ -1,0 +1,85 @@
+"""The study configuration: one YAML file, validated up front.
+
+``load_config(path)`` reads and validates the whole file; every error names
+the file, the key path, the bad value and, for typos, the nearest valid key.
+Sections are frozen pydantic models; relative paths in them are resolved
+against the config file's folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import ConfigError
+from ._base import ConfigPath, Section, format_validation_error, resolve_path
+from .data import DataConfig, SyntheticData
+from .device import DeviceConfig, MeasureSettings, SSHHost
+from .study import EFFORTS, Budget, Constraints, StudyConfig, parse_duration
+from .training import TrainingConfig
+
+__all__ = [
+    "EFFORTS",
+    "Budget",
+    "ConfigPath",
+    "Constraints",
+    "DataConfig",
+    "DeviceConfig",
+    "LoadedConfig",
+    "MeasureSettings",
+    "SSHHost",
+    "Section",
+    "StudyConfig",
+    "SyntheticData",
+    "TrainingConfig",
+    "load_config",
+    "parse_duration",
+    "read_yaml",
+    "resolve_path",
+]
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    config: StudyConfig
+    raw: dict[str, Any]
+
+    @property
+    def study_name(self) -> str:
+        return self.config.study or self.path.stem
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of a YAML file, or a :class:`ConfigError` saying what is wrong and where."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", hint="check the path; examples/ has ready configs")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read the YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty", hint="see examples/quickstart.yaml for a complete config")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (data:, model:, ...), not {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedConfig:
+    """Read and validate a study file. ``overrides`` replace top-level keys (e.g. from the command line)."""
+    path = Path(path).expanduser().resolve()
+    raw = {**read_yaml(path), **(overrides or {})}
+    try:
+        config = StudyConfig.model_validate(raw, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        raise format_validation_error(exc, StudyConfig, str(path)) from None
+    return LoadedConfig(path=path, config=config, raw=raw)
