@@ -5,8 +5,11 @@ Also checks that optiseg's cleaned export is as fast as a straightforward
 
     python benchmarks/model_latency.py [--threads 2] [--min-runs 50] [--min-seconds 2] [--json]
 
-Protocol per model: 10 warm-up runs, then runs until both the minimum count
-and the minimum time are reached; the median is the headline figure.
+Protocol per model: 10 warm-up runs of each contender, then ``--blocks`` rounds
+in which each contender (optiseg's export, the plain export, PyTorch eager) runs
+until both the minimum count and the minimum time of a block are reached, in
+turn. Interleaving makes slow drifts of a shared machine hit every contender
+alike; the headline figure is the median over all of a contender's runs.
 """
 
 from __future__ import annotations
@@ -33,9 +36,7 @@ CASES = [
 ]
 
 
-def time_calls(fn, min_runs: int, min_seconds: float, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        fn()
+def time_calls(fn, min_runs: int, min_seconds: float) -> list[float]:
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - start < min_seconds:
@@ -43,6 +44,18 @@ def time_calls(fn, min_runs: int, min_seconds: float, warmup: int = 10) -> list[
         fn()
         times.append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def interleaved_medians(contenders: dict, blocks: int, min_runs: int, min_seconds: float) -> dict[str, float]:
+    """Median per contender, timed in alternating blocks after 10 warm-up runs each."""
+    for fn in contenders.values():
+        for _ in range(10):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(blocks):
+        for name, fn in contenders.items():
+            times[name] += time_calls(fn, max(1, min_runs // blocks), min_seconds / blocks)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def ort_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -58,6 +71,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-runs", type=int, default=50)
     parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--blocks", type=int, default=5, help="alternating rounds per contender")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,12 +87,20 @@ def main() -> None:
                 warnings.simplefilter("ignore")
                 torch.onnx.export(model, (x,), str(plain_path), dynamo=False, opset_version=17, input_names=["input"])
             feed = {"input": x.numpy().astype(np.float32)}
-            results = {}
-            for label, path in (("onnxruntime", optiseg_path), ("onnxruntime_plain_export", plain_path)):
-                session = ort_session(path, args.threads)
-                results[label] = statistics.median(time_calls(lambda: session.run(None, feed), args.min_runs, args.min_seconds))
-            with torch.inference_mode():
-                results["pytorch_eager"] = statistics.median(time_calls(lambda: model(x), args.min_runs, args.min_seconds))
+            optiseg_session, plain_session = ort_session(optiseg_path, args.threads), ort_session(plain_path, args.threads)
+
+            def eager():
+                with torch.inference_mode():
+                    model(x)
+
+            results = interleaved_medians(
+                {
+                    "onnxruntime": lambda: optiseg_session.run(None, feed),
+                    "onnxruntime_plain_export": lambda: plain_session.run(None, feed),
+                    "pytorch_eager": eager,
+                },
+                args.blocks, args.min_runs, args.min_seconds,
+            )
             row = {
                 "model": name,
                 "knobs": knobs,

@@ -9,8 +9,8 @@ run killed mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._atomic import write_bytes_atomic
 from .errors import OptisegError
 from .models import build_model
 
@@ -30,18 +31,9 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None
     missing = [k for k in IDENTITY_KEYS if k not in payload]
     if missing:
         raise ValueError(f"checkpoint payload lacks {missing}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    write_bytes_atomic(path, buffer.getvalue(), mode=0o600)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

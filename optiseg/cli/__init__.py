@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module registers its subcommands; heavy libraries are imported inside the handlers,
 # so `optiseg --help` answers at once.
-COMMAND_MODULES = ("models_cmd",)
+COMMAND_MODULES = ("search_cmd", "report_cmd", "models_cmd", "train_cmd", "data_cmd", "device_cmd")
 
 DESCRIPTION = """\
 Search the IoU-latency Pareto front of real-time segmentation networks
@@ -17,12 +17,18 @@ Search the IoU-latency Pareto front of real-time segmentation networks
 """
 
 EPILOG = """\
-start here:
-  optiseg models                                   architectures and their knobs
-  optiseg summary --model fastscnn --resolution 192
-  optiseg export --model fastscnn --knobs a=0.5 --resolution 192 -o model.onnx
+the main job:
+  optiseg search examples/quickstart.yaml          search the Pareto front (resumable)
+  optiseg front runs/quickstart                    print the front
+  optiseg report runs/quickstart --open            interactive offline HTML report
+  optiseg deploy runs/quickstart --trial N -o DIR  a trained ONNX for the device
 
-Run `optiseg COMMAND --help` for the options of a command.
+one candidate, data and devices:
+  optiseg models | summary | export | train        architectures, costs, ONNX, training
+  optiseg data check CONFIG | data synth OUT        validate a data set, make a synthetic one
+  optiseg device check NAME | device trust NAME    prepare a device; optiseg bench MODEL.onnx
+
+Run `optiseg COMMAND --help` for the options and examples of a command.
 """
 
 

@@ -29,15 +29,9 @@ def parse_knobs(text: str | None) -> dict[str, str]:
 
 
 def format_knobs(knobs: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={_fmt_value(v)}" for k, v in knobs.items())
+    from ..models import format_knob_value
 
-
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return ",".join(f"{k}={format_knob_value(v)}" for k, v in knobs.items())
 
 
 def print_json(payload: Any) -> None:
@@ -49,7 +43,10 @@ def print_json(payload: Any) -> None:
 def stdout_console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal and console.width < 160:
+        console = Console(highlight=False, width=160)  # pipes and logs: keep tables on one line each
+    return console
 
 
 def stderr_console():

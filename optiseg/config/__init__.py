@@ -17,13 +17,15 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ._base import ConfigPath, Section, format_validation_error, resolve_path
-from .data import DataConfig, SyntheticData
+from .data import SYNTHETIC_CLASSES, DataConfig, SyntheticData
 from .device import DeviceConfig, MeasureSettings, SSHHost
 from .study import EFFORTS, Budget, Constraints, StudyConfig, parse_duration
-from .training import TrainingConfig
+from .training import AugmentConfig, TrainingConfig
 
 __all__ = [
     "EFFORTS",
+    "SYNTHETIC_CLASSES",
+    "AugmentConfig",
     "Budget",
     "ConfigPath",
     "Constraints",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,7 +73,7 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 def resolve_path(value: str | Path, base_dir: Path) -> Path:
     """A path from a config file: ``~`` expanded, relative paths taken from the config file's folder."""
     path = Path(value).expanduser()
-    return path if path.is_absolute() else (base_dir / path)
+    return Path(os.path.normpath(path if path.is_absolute() else base_dir / path))
 
 
 def _resolve_config_path(value: Path, info: ValidationInfo) -> Path:

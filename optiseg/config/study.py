@@ -67,6 +67,9 @@ class StudyConfig(Section):
     sampler: Literal["auto", "tpe", "gp", "nsga2", "random"] = "auto"
     seed: int = 0
     output: ConfigPath = Field(default="runs", validate_default=True)
+    warm_start: ConfigPath | None = Field(
+        None, description="a lower-tier study (folder or config) whose evaluated candidates this study starts with"
+    )
 
     @field_validator("model")
     @classmethod

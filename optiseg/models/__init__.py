@@ -5,7 +5,7 @@
 """
 
 from . import bisenetv2, fastscnn  # noqa: F401  (registers the architectures)
-from ._registry import KnobSpec, ModelEntry, build_model, get_model_entry, list_models, register_model
+from ._registry import KnobSpec, ModelEntry, build_model, format_knob_value, get_model_entry, list_models, register_model
 from ._resolution import check_resolution, format_resolution, parse_resolution
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "ModelEntry",
     "build_model",
     "check_resolution",
+    "format_knob_value",
     "format_resolution",
     "get_model_entry",
     "list_models",

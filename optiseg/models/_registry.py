@@ -164,6 +164,15 @@ def build_model(
     return entry.cls(num_classes=num_classes, in_channels=in_channels, **resolved)
 
 
+def format_knob_value(value: Any) -> str:
+    """A knob value as people write it: ``0.5`` (not 0.5000), ``1`` for True, strings as they are."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _parse_scalar(text: str) -> Any:
     text = text.strip()
     lowered = text.lower()
@@ -182,4 +191,4 @@ def _parse_scalar(text: str) -> Any:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    return format_knob_value(float(x))

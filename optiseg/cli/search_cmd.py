@@ -1,0 +1,181 @@
+"""`optiseg search`, `optiseg front` and `optiseg deploy`: run a study, read its front, ship a model."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+from ._common import print_json, stderr_console, stdout_console
+
+FRONT_COLUMNS = ("trial", "model", "resolution", "in_channels", "knobs", "params", "macs", "activation_mb",
+                 "latency_ms", "latency_p90_ms", "fps", "iou", "feasible", "status")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    search = subparsers.add_parser(
+        "search",
+        help="run (or resume) the study a config file describes",
+        description=(
+            "Search the IoU-latency Pareto front. Each trial builds a candidate, exports it to ONNX, measures "
+            "its latency on the configured device, and trains it only if it can meet `max_latency_ms`. Running "
+            "the same command again resumes the study: finished trials are kept, an interrupted trial resumes "
+            "from its last epoch. Several workers can share one study through a database (`storage:`)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  optiseg search examples/quickstart.yaml\n"
+            "  optiseg search examples/packages.yaml --n-trials 30 --timeout 8h\n"
+            "  optiseg search my.yaml --force        # settings changed: archive the old study, start anew"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    search.add_argument("config", type=Path, help="study config (YAML)")
+    search.add_argument("--n-trials", type=int, help="override budget.n_trials (trials over all workers)")
+    search.add_argument("--timeout", help="override budget.timeout for this run (e.g. 90s, 30m, 2h)")
+    search.add_argument("--force", action="store_true", help="start anew if the stored study has other settings (the old one is archived)")
+    search.add_argument("--quiet", action="store_true", help="no progress output (the log still goes to search.log)")
+    search.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    search.set_defaults(handler=run_search_command)
+
+    front = subparsers.add_parser(
+        "front",
+        help="print a study's Pareto front",
+        description="Print the IoU-latency Pareto front of a study (feasible, trained candidates that no other beats on both).",
+        epilog="examples:\n  optiseg front runs/quickstart\n  optiseg front examples/quickstart.yaml --csv > front.csv\n  optiseg front runs/quickstart --all --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    front.add_argument("study", type=Path, help="study folder (e.g. runs/quickstart) or the study's config file")
+    front.add_argument("--all", action="store_true", help="every trial, not only the front")
+    output = front.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object")
+    output.add_argument("--csv", action="store_true", help="CSV on stdout")
+    front.set_defaults(handler=run_front)
+
+    deploy = subparsers.add_parser(
+        "deploy",
+        help="write one trained candidate as a folder ready for the device",
+        description="Write the trained ONNX (with its metadata), its figures, the study config, predict.py and a README on how to run it on the device.",
+        epilog="example:\n  optiseg deploy runs/quickstart --trial 3 -o deploy/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    deploy.add_argument("study", type=Path, help="study folder or the study's config file")
+    deploy.add_argument("--trial", type=int, required=True, help="trial number (see `optiseg front`)")
+    deploy.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
+    deploy.set_defaults(handler=run_deploy)
+
+
+def run_search_command(args: argparse.Namespace) -> int:
+    from ..config import load_config, read_yaml
+    from ..search import run_search
+
+    overrides = {}
+    if args.n_trials is not None or args.timeout is not None:
+        budget = dict(read_yaml(args.config).get("budget") or {})
+        if args.n_trials is not None:
+            budget["n_trials"] = args.n_trials
+        if args.timeout is not None:
+            budget["timeout"] = args.timeout
+        overrides["budget"] = budget
+    loaded = load_config(args.config, overrides=overrides)
+    summary = run_search(loaded, force=args.force, quiet=args.quiet or args.json)
+    if args.json:
+        print_json(
+            {
+                "study": summary.study,
+                "folder": str(summary.folder),
+                "storage": summary.storage,
+                "sampler": summary.sampler,
+                "stop_reason": summary.stop_reason,
+                "finished_this_run": summary.finished_this_run,
+                "counts": summary.counts,
+                "elapsed_s": round(summary.elapsed_s, 1),
+                "front": [r.as_dict() for r in summary.front],
+            }
+        )
+    else:
+        _print_summary(summary)
+    return 130 if summary.interrupted else 0
+
+
+def _print_summary(summary) -> None:
+    from ..search.progress import format_duration, front_table
+
+    counts = summary.counts
+    line = (
+        f"{summary.study}: {summary.stop_reason}; {counts.get('complete', 0)} trained, "
+        f"{counts.get('too_slow', 0)} too slow, {counts.get('failed', 0)} failed "
+        f"({summary.finished_this_run} this run, {format_duration(summary.elapsed_s)}, sampler {summary.sampler})"
+    )
+    if summary.interrupted:
+        stderr_console().print(
+            f"[yellow]stopped[/]: {line}. Run the same command to resume; an interrupted trial continues from its last epoch.",
+            soft_wrap=True,
+        )
+        return
+    console = stdout_console()
+    console.print(line, soft_wrap=True)
+    if summary.front:
+        console.print(front_table(summary.front, title=f"Pareto front ({len(summary.front)} candidates)"))
+        best = summary.front[-1]
+        console.print(
+            f"next: optiseg front {summary.folder}  |  optiseg report {summary.folder}  |  "
+            f"optiseg deploy {summary.folder} --trial {best.number} -o deploy/",
+            soft_wrap=True,
+        )
+    else:
+        console.print("no feasible trained candidate yet: relax the constraints or give the search more trials", soft_wrap=True)
+
+
+def _front_rows(records):
+    rows = []
+    for r in records:
+        row = r.as_dict()
+        rows.append({
+            "trial": r.number, "model": r.model, "resolution": r.resolution, "in_channels": r.in_channels,
+            "knobs": row["knobs"], "params": r.params, "macs": r.macs, "activation_mb": r.activation_mb,
+            "latency_ms": r.latency_ms, "latency_p90_ms": r.latency_p90_ms, "fps": r.fps, "iou": r.iou,
+            "feasible": r.feasible, "status": r.status,
+        })
+    return rows
+
+
+def run_front(args: argparse.Namespace) -> int:
+    from ..results import load_records, pareto_front
+    from ..search import open_existing_study
+    from ..search.progress import front_table
+
+    handle = open_existing_study(args.study)
+    records = load_records(handle.study)
+    chosen = sorted(records, key=lambda r: r.number) if args.all else pareto_front(records)
+    rows = _front_rows(chosen)
+    if args.json:
+        print_json({"study": handle.name, "folder": str(handle.paths.folder), "trials": rows})
+    elif args.csv:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=FRONT_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items())})
+        sys.stdout.write(buffer.getvalue())
+    else:
+        title = f"{handle.name}: {'all trials' if args.all else f'Pareto front ({len(chosen)} of {len(records)} trials)'}"
+        stdout_console().print(front_table(chosen, title=title) if chosen else f"{title}: no feasible trained candidate yet")
+    return 0
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from ..deploy import deploy_trial
+    from ..errors import UsageError
+    from ..results import load_records
+    from ..search import open_existing_study
+
+    handle = open_existing_study(args.study)
+    records = {r.number: r for r in load_records(handle.study)}
+    if args.trial not in records:
+        raise UsageError(f"study {handle.name!r} has no trial {args.trial}; it has trials 0 to {max(records, default=-1)}")
+    written = deploy_trial(records[args.trial], handle.paths.folder, handle.config_path, args.output)
+    stdout_console().print(f"wrote {args.output}: " + ", ".join(p.name for p in written), soft_wrap=True)
+    return 0

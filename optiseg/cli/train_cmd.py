@@ -1,0 +1,189 @@
+"""`optiseg train`: train one candidate on the config's data set into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._common import format_knobs, parse_knobs, print_json, print_table, stderr_console
+
+RUN_FILES = "checkpoint.pt (last epoch, for resume), best.pt, metrics.json, model.onnx, train.log"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train one candidate and write its checkpoint, metrics and ONNX",
+        description=(
+            "Train one network on the data set of CONFIG with its `training:` settings, score the best\n"
+            "epoch on the test split at the images' original size, and write a run folder:\n"
+            f"  {RUN_FILES}.\n"
+            "Run the same command again to resume an interrupted run after its last finished epoch;\n"
+            "a finished run is not trained again."
+        ),
+        epilog=(
+            "examples:\n"
+            "  optiseg train study.yaml --model fastscnn --knobs a=0.5,t=4 --resolution 192 --epochs 30\n"
+            "  optiseg train study.yaml --resolution 256x448 -o runs/wide --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("config", type=Path, help="study YAML file (data: and training: sections)")
+    train.add_argument("--model", default=None, help="architecture (default: the config's model)")
+    train.add_argument("--knobs", default=None, help="NAME=VALUE pairs, e.g. a=0.5,t=4,r=2,pp=0 (missing knobs: defaults)")
+    train.add_argument("--resolution", default=None, help="input HxW or one side, e.g. 192 (default: the config's resolution)")
+    train.add_argument("--in-channels", type=int, choices=(1, 3), default=3, help="3 = RGB (default), 1 = luma Y")
+    train.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    train.add_argument("-o", "--output", type=Path, default=None, help="run folder (default: OUTPUT/train/MODEL-KNOBS-RESOLUTION)")
+    train.add_argument("--no-onnx", action="store_true", help="do not export model.onnx")
+    train.add_argument("--json", action="store_true", help="print one JSON object (the metrics) instead of a table")
+    train.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..config import TrainingConfig, load_config
+    from ..data import DatasetCache, load_dataset
+    from ..errors import UsageError
+    from ..models import format_resolution, get_model_entry, parse_resolution
+    from ..training import train_candidate
+
+    loaded = load_config(args.config)
+    config = loaded.config
+    model = args.model or config.model
+    knobs = get_model_entry(model).resolve_knobs(parse_knobs(args.knobs))
+    if args.resolution is None and config.resolution is None:
+        raise UsageError("give --resolution (e.g. 192), or set `resolution:` in the config")
+    resolution = parse_resolution(args.resolution if args.resolution is not None else config.resolution)
+    training = config.training
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError(f"--epochs {args.epochs} is invalid: train at least 1 epoch")
+        training = TrainingConfig.model_validate({**training.model_dump(), "epochs": args.epochs})
+    luma = "-luma" if args.in_channels == 1 else ""
+    run_dir = args.output or config.output / "train" / f"{model}-{format_knobs(knobs).replace(',', '-')}-{format_resolution(resolution)}{luma}"
+
+    console = stderr_console()
+    with console.status(f"checking the data set {config.data.root}"):
+        dataset = load_dataset(config.data)
+    for problem in dataset.warnings:
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    cache = DatasetCache(dataset, budget_mb=config.data.cache_mb)
+    with ProgressReporter(console, f"{model} {format_knobs(knobs)} {format_resolution(resolution)}") as reporter:
+        result = train_candidate(
+            model, knobs, resolution, args.in_channels, dataset=dataset, training=training, run_dir=run_dir,
+            cache=cache, reporter=reporter, export_onnx=not args.no_onnx,
+        )
+    metrics = {**result.metrics, "run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint),
+               "onnx": str(result.onnx) if result.onnx else None}
+    if args.json:
+        print_json(metrics)
+        return 0
+    _print_summary(metrics)
+    return 0
+
+
+def _print_summary(m: Mapping[str, Any]) -> None:
+    def figure(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    resumed = f" (resumed after epoch {', '.join(map(str, m['resumed_from']))})" if m.get("resumed_from") else ""
+    rows = [
+        ("model", f"{m['model']}  {format_knobs(m['knobs'])}  {m['resolution']}  in_channels={m['in_channels']}"),
+        ("test IoU" + (" (foreground)" if m["num_classes"] == 1 else " (mean over classes)"), figure(m["test_iou"])),
+        ("test mean IoU", figure(m["test_miou"])),
+        ("test Dice", figure(m["test_dice"])),
+        *((f"  IoU {name}", figure(value)) for name, value in m["test_class_iou"].items()),
+        ("best epoch (val IoU, val loss)", f"{m['best_epoch']} ({figure(m['val_iou'])}, {figure(m['val_loss'])})"),
+        ("epochs run", f"{m['epochs_run']} of {m['epochs']}{' (stopped early)' if m['stopped_early'] else ''}{resumed}"),
+        ("time", f"{m['train_seconds']:.0f} s, {m['seconds_per_epoch']:.1f} s/epoch, {m['images_per_second']:.1f} img/s on {m['device']}"),
+        ("run folder", m["run_dir"]),
+        ("weights", m["checkpoint"]),
+        ("ONNX", m["onnx"] or "not exported"),
+    ]
+    print_table(None, ("", "value"), rows)
+
+
+class ProgressReporter:
+    """A rich progress bar on stderr (epoch, batches, loss, val IoU, images/s, ETA) on a terminal, and a line per epoch."""
+
+    def __init__(self, console, title: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.title = title
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = None
+        self.epochs = 0
+        self.start_epoch = 0
+        self.started = 0.0
+        self.last: Mapping[str, Any] = {}
+        self.batch_started = 0.0
+        self.batch_size = 0
+
+    def __enter__(self) -> "ProgressReporter":
+        if self.console.is_terminal:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_train_start(self, info: Mapping[str, Any]) -> None:
+        self.epochs, self.start_epoch = info["epochs"], info["start_epoch"]
+        self.batch_size = info["batch_size"]
+        self.started = time.perf_counter()
+        if self.start_epoch:
+            self.console.print(f"resuming {self.title} after epoch {self.start_epoch}/{self.epochs}", highlight=False)
+        if self.console.is_terminal:
+            self.task = self.progress.add_task(self.title, total=info["batches"], status="")
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        self.batch_started = time.perf_counter()
+        if self.task is not None:
+            self.progress.update(self.task, completed=0, description=f"epoch {epoch}/{epochs}", status=self._status(None))
+
+    def on_batch_end(self, epoch: int, batch: int, batches: int, loss: float) -> None:
+        if self.task is None:
+            return
+        elapsed = time.perf_counter() - self.batch_started
+        speed = batch * (self.batch_size or 1) / elapsed if elapsed else 0.0
+        self.progress.update(self.task, completed=batch, status=self._status(loss, speed))
+
+    def on_epoch_end(self, epoch: int, epochs: int, metrics: Mapping[str, Any]) -> None:
+        self.last = metrics
+        mark = " (best)" if metrics.get("best") else ""
+        self.console.print(f"epoch {epoch}/{epochs} {self._status(metrics['train_loss'], metrics['images_per_second'])}{mark}", highlight=False)
+
+    def on_evaluate(self, split: str) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, description="exporting" if split == "export" else f"scoring {split}", status="")
+
+    def _status(self, loss: float | None, speed: float | None = None) -> str:
+        parts = []
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        if self.last.get("val_iou") is not None:
+            parts.append(f"val IoU {self.last['val_iou']:.4f}")
+        if speed:
+            parts.append(f"{speed:.1f} img/s")
+        done = (self.last.get("epoch") or self.start_epoch) - self.start_epoch
+        if done > 0:
+            per_epoch = (time.perf_counter() - self.started) / done
+            parts.append(f"ETA {_duration(per_epoch * (self.epochs - (self.last.get('epoch') or 0)))}")
+        return "  ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"

@@ -1,0 +1,173 @@
+"""Finding the images and masks of a data set, pairing them by file stem and splitting them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..config import DataConfig
+from ._io import IMAGE_SUFFIXES
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its mask, paired by file stem."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with a data set: which file, what, and how to fix it."""
+
+    file: str
+    message: str
+    fix: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message} ({self.fix})"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The samples of each split, and the problems met while finding them."""
+
+    kind: Literal["split", "single"] | None
+    splits: dict[str, tuple[Sample, ...]]
+    problems: tuple[Problem, ...] = field(default=())
+    missing: frozenset[str] = frozenset()  # splits whose folders are missing (already reported)
+
+
+def discover(cfg: DataConfig) -> Layout:
+    """Find and pair the files of the data set ``cfg`` describes; missing folders are problems, not exceptions."""
+    root = cfg.root
+    empty = {name: () for name in SPLITS}
+    if not root.is_dir():
+        fix = "check data.root, or add a `synthetic:` section (or run `optiseg data synth`) to generate a data set there"
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        return Layout(None, empty, (Problem(str(root), f"the data folder {what}", fix),))
+    kind = _layout_kind(cfg)
+    if kind is None:
+        fix = (
+            f"put the files in {{train,val,test}}/{cfg.images_dir} + {{train,val,test}}/{cfg.masks_dir} (split layout), "
+            f"or in {cfg.images_dir}/ + {cfg.masks_dir}/ (single layout, split by `split`)"
+        )
+        return Layout(None, empty, (Problem(str(root), "neither split folders nor an images/masks pair found", fix),))
+    problems: list[Problem] = []
+    missing = set()
+    if kind == "split":
+        splits = {}
+        for name in SPLITS:
+            samples, found = _pair_folder(root / name, cfg)
+            splits[name] = samples
+            problems += found
+            if not (root / name / cfg.images_dir).is_dir() or not (root / name / cfg.masks_dir).is_dir():
+                missing.add(name)
+        problems += _shared_stems(splits)
+    else:
+        samples, problems = _pair_folder(root, cfg)
+        splits = split_samples(samples, cfg.split, cfg.split_seed)
+        if problems and not samples:
+            missing.update(SPLITS)
+    return Layout(kind, splits, tuple(problems), frozenset(missing))
+
+
+def split_samples(samples: tuple[Sample, ...], fractions: tuple[float, float, float], seed: int) -> dict[str, tuple[Sample, ...]]:
+    """Shuffle ``samples`` with ``seed`` and cut them by ``fractions`` (train gets what rounding leaves)."""
+    ordered = sorted(samples, key=lambda s: s.stem)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    n_val = round(len(ordered) * fractions[1])
+    n_test = round(len(ordered) * fractions[2])
+    n_train = len(ordered) - n_val - n_test
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, len(ordered))}
+    return {
+        name: tuple(sorted((ordered[i] for i in order[start:stop]), key=lambda s: s.stem))
+        for name, (start, stop) in bounds.items()
+    }
+
+
+def _layout_kind(cfg: DataConfig) -> Literal["split", "single"] | None:
+    if cfg.layout != "auto":
+        return cfg.layout
+    if any((cfg.root / name).is_dir() for name in SPLITS):
+        return "split"
+    if (cfg.root / cfg.images_dir).is_dir() or (cfg.root / cfg.masks_dir).is_dir():
+        return "single"
+    return None
+
+
+def _pair_folder(folder: Path, cfg: DataConfig) -> tuple[tuple[Sample, ...], list[Problem]]:
+    image_dir, mask_dir = folder / cfg.images_dir, folder / cfg.masks_dir
+    if not folder.is_dir():
+        fix = f"create {folder.name}/{cfg.images_dir} and {folder.name}/{cfg.masks_dir}, or use `layout: single` to split one folder"
+        return (), [Problem(str(folder), "the split folder is missing", fix)]
+    problems = [
+        Problem(str(d), "the folder is missing", f"create it and put the {what} there")
+        for d, what in ((image_dir, "images"), (mask_dir, "masks"))
+        if not d.is_dir()
+    ]
+    if problems:
+        return (), problems
+    images, found = _by_stem(image_dir)
+    problems += found
+    masks, found = _by_stem(mask_dir)
+    problems += found
+    for stem in sorted(images.keys() - masks.keys()):
+        problems.append(Problem(str(images[stem]), "image without a mask", f"add {mask_dir}/{stem}.png or remove the image"))
+    for stem in sorted(masks.keys() - images.keys()):
+        problems.append(Problem(str(masks[stem]), "mask without an image", f"add the image {image_dir}/{stem}.* or remove the mask"))
+    samples = tuple(Sample(stem, images[stem], masks[stem]) for stem in sorted(images.keys() & masks.keys()))
+    return samples, problems
+
+
+def _by_stem(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
+    """The image files of ``folder`` by stem; other entries and duplicate stems are problems."""
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            problems.append(Problem(str(path), "sub-folder is not searched", "move its files up a level if they belong to the data set", "warning"))
+        elif path.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append(
+                Problem(str(path), f"not an image ({path.suffix or 'no extension'}); ignored", f"image files end in {', '.join(IMAGE_SUFFIXES)}", "warning")
+            )
+        else:
+            by_stem[path.stem].append(path)
+    unique = {}
+    for stem, paths in by_stem.items():
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            problems.append(Problem(str(folder / stem), f"several files share the stem {stem!r}: {names}", "keep one of them"))
+        else:
+            unique[stem] = paths[0]
+    return unique, problems
+
+
+def _shared_stems(splits: dict[str, tuple[Sample, ...]]) -> list[Problem]:
+    seen: dict[str, str] = {}
+    problems = []
+    for name in SPLITS:
+        for sample in splits[name]:
+            if sample.stem in seen:
+                problems.append(
+                    Problem(
+                        str(sample.image),
+                        f"the stem {sample.stem!r} is also in {seen[sample.stem]}: the same image in two splits inflates the scores",
+                        "keep each image in one split only (rename it if it is a different image)",
+                        "warning",
+                    )
+                )
+            else:
+                seen[sample.stem] = name
+    return problems

@@ -1,0 +1,99 @@
+"""`optiseg deploy`: one trained candidate as a folder ready to copy to the device."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from .errors import StudyError, UsageError
+from .export import read_metadata
+from .results import COMPLETE, TOO_SLOW, TrialRecord
+
+TRAINED_ONNX = Path("train") / "model.onnx"
+
+
+def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | None, out: Path) -> list[Path]:
+    """Write model.onnx, metrics.json, config.yaml, predict.py and README.md for ``record`` into ``out``."""
+    if record.status == TOO_SLOW:
+        raise UsageError(
+            f"trial {record.number} was too slow ({record.latency_ms:.2f} ms) and was not trained, so there is nothing to deploy",
+            hint="pick a trial from `optiseg front STUDY`",
+        )
+    if record.status != COMPLETE or record.artifacts is None:
+        raise UsageError(f"trial {record.number} did not complete ({record.status}); pick a trial from `optiseg front STUDY`")
+    source = study_folder / record.artifacts / TRAINED_ONNX
+    if not source.is_file():
+        raise StudyError(
+            f"the trained model of trial {record.number} is not at {source}",
+            hint="run deploy on the machine that trained it (the trial's worker was "
+            f"{record.worker or 'unknown'}), or keep the study's output folder on shared storage",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    written = [Path(shutil.copyfile(source, out / "model.onnx"))]
+    metadata = read_metadata(out / "model.onnx")
+    figures = {
+        "trial": record.number,
+        "model": record.model,
+        "knobs": record.knobs,
+        "resolution": record.resolution,
+        "in_channels": record.in_channels,
+        "params": record.params,
+        "macs": record.macs,
+        "latency_ms": record.latency_ms,
+        "latency_p90_ms": record.latency_p90_ms,
+        "fps": record.fps,
+        "iou": record.iou,
+        "metrics": record.metrics,
+        "device": record.latency.get("facts", {}),
+    }
+    written.append(_write(out / "metrics.json", json.dumps(figures, indent=2, default=str) + "\n"))
+    if config_path is not None and config_path.is_file():
+        written.append(Path(shutil.copyfile(config_path, out / "config.yaml")))
+    predict = resources.files("optiseg._runners").joinpath("predict.py").read_text(encoding="utf-8")
+    written.append(_write(out / "predict.py", predict))
+    written.append(_write(out / "README.md", _readme(record, metadata)))
+    return written
+
+
+def _readme(record: TrialRecord, meta: dict[str, str]) -> str:
+    facts = record.latency.get("facts", {}) if record.latency else {}
+    device = ", ".join(str(facts[k]) for k in ("cpu_model", "hostname") if facts.get(k)) or "the study's device"
+    threads = record.latency.get("threads") if record.latency else None
+    decode = meta.get("output", "")
+    mean, std = meta.get("normalization_mean", "?"), meta.get("normalization_std", "?")
+    return f"""# {record.model} from optiseg trial {record.number}
+
+| | |
+|---|---|
+| knobs | {json.dumps(record.knobs)} |
+| input | `{meta.get('input_name', 'input')}`, {meta.get('input_shape', '?')} ({meta.get('input_layout', 'NCHW float32')}) |
+| test IoU | {record.iou:.4f} |
+| latency | median {record.latency_ms:.2f} ms (p90 {record.latency_p90_ms or float('nan'):.2f} ms), {record.fps:.1f} fps on {device}{f', {threads} threads' if threads else ''} |
+| parameters / MACs | {record.params:,} / {record.macs:,} |
+
+## Run it on the device
+
+```bash
+pip install onnxruntime numpy pillow
+python3 predict.py model.onnx image.jpg -o masks/ --threads {threads or 4}
+```
+
+`predict.py` reads everything it needs from the model's metadata. To write your own
+pre- and post-processing:
+
+1. Resize the image to {meta.get('resolution', '?')} (height x width), bilinear.
+2. Channels: {meta.get('channel_order', 'RGB')}{' (luma Y = 0.299 R + 0.587 G + 0.114 B)' if meta.get('channel_order') == 'Y' else ''}; scale pixels by 1/255.
+3. Normalize each channel: `(x - mean) / std` with mean {mean} and std {std}.
+4. Feed a float32 tensor `1xCxHxW` to input `{meta.get('input_name', 'input')}`.
+5. Output `{meta.get('output_name', 'logits')}`: {decode}. Resize the mask back to the image's size with nearest neighbour.
+
+The full metadata is in the ONNX file: `python3 -c "import onnxruntime as o; print(o.InferenceSession('model.onnx').get_modelmeta().custom_metadata_map)"`.
+`metrics.json` holds the figures above and the device facts; `config.yaml` is the study config.
+"""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

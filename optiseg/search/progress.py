@@ -1,0 +1,182 @@
+"""What a running search shows: trial n/N, the candidate, its stage, the front so far, elapsed time and ETA.
+
+On a terminal this is a rich live view on stderr; otherwise (CI logs, pipes)
+plain timestamped lines. Every line also goes to the study's ``search.log``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from ..results import TrialRecord
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class SearchProgress:
+    """Progress of one `optiseg search` process."""
+
+    def __init__(self, log_path: Path, console: Console | None = None, quiet: bool = False):
+        self.console = console or Console(stderr=True, highlight=False)
+        self.live_mode = self.console.is_terminal and not quiet
+        self.quiet = quiet
+        self.log_path = log_path
+        self.started = time.monotonic()
+        self.study_name = ""
+        self.n_trials: int | None = None
+        self.deadline: float | None = None
+        self.finished_in_run: list[float] = []
+        self.done_before = 0
+        self.current: str = ""
+        self.stage_text = ""
+        self.trial_started_at: float | None = None
+        self.front: list[TrialRecord] = []
+        self.counts: dict[str, int] = {}
+        self._live: Live | None = None
+
+    # Lifecycle -----------------------------------------------------------------------------
+
+    def start(self, study_name: str, n_trials: int | None, timeout_s: float | None, done_before: int) -> None:
+        self.study_name, self.n_trials, self.done_before = study_name, n_trials, done_before
+        self.deadline = time.monotonic() + timeout_s if timeout_s else None
+        self.log(f"study {study_name}: {done_before} trials already finished, budget {n_trials or 'unlimited'} trials"
+                 + (f", timeout {format_duration(timeout_s)}" if timeout_s else ""))
+        if self.live_mode:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+            self._live.start()
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+            self._live = None
+
+    # Events from the search loop and the trial ---------------------------------------------
+
+    def trial_started(self, number: int, candidate) -> None:
+        self.current = f"trial {number}: {candidate.describe()}"
+        self.trial_started_at = time.monotonic()
+        self.stage_text = "starting"
+        self.log(self.current)
+
+    def stage(self, text: str) -> None:
+        self.stage_text = text
+        self.log(f"  {text}")
+
+    def epoch(self, epoch: int, epochs: int, metrics: dict[str, Any] | None = None) -> None:
+        parts = [f"training epoch {epoch}/{epochs}"]
+        for key, label in (("train_loss", "loss"), ("val_loss", "val loss"), ("val_iou", "val IoU")):
+            value = (metrics or {}).get(key)
+            if isinstance(value, (int, float)):
+                parts.append(f"{label} {value:.3f}")
+        self.stage_text = "  ".join(parts)
+        self.log(f"  {self.stage_text}", echo=not self.live_mode)
+
+    def trial_finished(self, record: TrialRecord, front: list[TrialRecord], counts: dict[str, int]) -> None:
+        if self.trial_started_at is not None:
+            self.finished_in_run.append(time.monotonic() - self.trial_started_at)
+        self.trial_started_at = None
+        self.front, self.counts = front, counts
+        outcome = {
+            "complete": f"IoU {record.iou:.4f}, {record.latency_ms:.2f} ms" if record.iou is not None and record.latency_ms else "complete",
+            "too_slow": f"too slow: {record.latency_ms:.2f} ms, not trained" if record.latency_ms else "too slow",
+            "failed": f"failed: {record.error}",
+        }.get(record.status, record.status)
+        self.current, self.stage_text = "", ""
+        self.log(f"trial {record.number} {outcome}")
+
+    def training_reporter(self) -> "TrainingProgress":
+        return TrainingProgress(self)
+
+    def log(self, line: str, echo: bool = True) -> None:
+        stamp = _dt.datetime.now().isoformat(timespec="seconds")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} {line}\n")
+        if self._live is not None:
+            self._live.update(self._render())
+        elif echo and not self.quiet:
+            self.console.print(f"[dim]{stamp[11:]}[/] {escape(line)}", soft_wrap=True)
+
+    # Rendering -----------------------------------------------------------------------------
+
+    def eta_seconds(self) -> float | None:
+        finished = self.done_before + len(self.finished_in_run)
+        remaining_by_trials = None
+        if self.n_trials is not None and self.finished_in_run:
+            mean = sum(self.finished_in_run) / len(self.finished_in_run)
+            remaining_by_trials = max(0, self.n_trials - finished) * mean
+            if self.trial_started_at is not None:
+                remaining_by_trials = max(0.0, remaining_by_trials - (time.monotonic() - self.trial_started_at))
+        remaining_by_time = max(0.0, self.deadline - time.monotonic()) if self.deadline else None
+        options = [v for v in (remaining_by_trials, remaining_by_time) if v is not None]
+        return min(options) if options else None
+
+    def _render(self) -> Group:
+        finished = self.done_before + len(self.finished_in_run)
+        budget = f"{finished}/{self.n_trials}" if self.n_trials else f"{finished}"
+        elapsed = time.monotonic() - self.started
+        header = Text.assemble(
+            ("optiseg search ", "bold"), (self.study_name, "bold cyan"),
+            f"   trials {budget}   elapsed {format_duration(elapsed)}   ETA {format_duration(self.eta_seconds())}",
+        )
+        lines: list[Any] = [header]
+        if self.counts:
+            lines.append(Text("   ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.counts.items() if v), style="dim"))
+        if self.current:
+            lines.append(Text(self.current, style="bold"))
+            lines.append(Text(f"  {self.stage_text}", style="yellow"))
+        if self.front:
+            lines.append(front_table(self.front, title="Pareto front so far"))
+        return Group(*lines)
+
+
+class TrainingProgress:
+    """Adapter handed to the trainer: epochs reported into the search's live view."""
+
+    def __init__(self, progress: SearchProgress):
+        self.progress = progress
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        self.progress.epoch(epoch, epochs)
+
+    def on_epoch_end(self, epoch: int, epochs: int, metrics: dict[str, Any]) -> None:
+        self.progress.epoch(epoch, epochs, metrics)
+
+
+def front_table(front: list[TrialRecord], title: str | None = None) -> Table:
+    """The Pareto front as a rich table."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column, right in (("trial", True), ("resolution", False), ("knobs", False), ("params", True),
+                          ("MACs", True), ("latency ms", True), ("fps", True), ("IoU", True)):
+        table.add_column(column, justify="right" if right else "left")
+    for r in front:
+        table.add_row(
+            str(r.number), r.resolution or "", _knobs(r.knobs, r.in_channels),
+            f"{r.params:,}" if r.params is not None else "", f"{r.macs / 1e6:.1f} M" if r.macs is not None else "",
+            f"{r.latency_ms:.2f}" if r.latency_ms is not None else "", f"{r.fps:.1f}" if r.fps else "",
+            f"{r.iou:.4f}" if r.iou is not None else "",
+        )
+    return table
+
+
+def _knobs(knobs: dict[str, Any], in_channels: int | None) -> str:
+    from ..models import format_knob_value
+
+    return ",".join(f"{k}={format_knob_value(v)}" for k, v in knobs.items()) + (" luma" if in_channels == 1 else "")

@@ -1,0 +1,172 @@
+"""Where a study's trials live: the one place a storage setting becomes an Optuna storage.
+
+* no setting: SQLite in the study folder (one worker);
+* ``sqlite:///path.db``: SQLite (one worker; a second process is refused);
+* ``postgresql://user@host/db``, ``mysql+pymysql://...``: a database server (many workers);
+* ``journal:/shared/path.journal``: an Optuna journal file on shared storage (many workers).
+
+Passwords never sit in a config: ``${VAR}`` in the URL is replaced from the
+environment (``postgresql://optiseg:${OPTISEG_DB_PASSWORD}@db/optiseg``), and
+PostgreSQL also reads ``PGPASSWORD`` and ``~/.pgpass``. A literal password is
+refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ..errors import StudyError
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SERVER_SCHEMES = ("postgresql", "mysql", "mariadb", "oracle", "mssql")
+OPEN_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A parsed storage setting. ``url`` may still hold ``${VAR}`` references; ``shown`` is safe to print."""
+
+    kind: str  # "sqlite", "server" or "journal"
+    url: str
+    path: Path | None = None
+
+    @property
+    def shown(self) -> str:
+        return mask_password(self.url)
+
+    @property
+    def shared(self) -> bool:
+        """Whether several worker processes may use it at once."""
+        return self.kind != "sqlite"
+
+
+def parse_storage(setting: str | None, study_dir: Path, config_dir: Path) -> StorageSpec:
+    """Turn the config's ``storage`` value into a :class:`StorageSpec` (relative paths from the config's folder)."""
+    if setting is None:
+        path = study_dir / "optuna.db"
+        return StorageSpec("sqlite", f"sqlite:///{path}", path)
+    setting = setting.strip()
+    if setting.startswith("journal:"):
+        path = _resolve(setting.removeprefix("journal:"), config_dir)
+        return StorageSpec("journal", f"journal:{path}", path)
+    if setting.startswith("sqlite:"):
+        raw_path = setting.removeprefix("sqlite:///") if setting.startswith("sqlite:///") else ""
+        if not raw_path or raw_path == ":memory:":
+            raise StudyError(f"storage {setting!r}: write sqlite:///path/to/study.db (an in-memory database cannot resume)")
+        path = _resolve(raw_path, config_dir)
+        return StorageSpec("sqlite", f"sqlite:///{path}", path)
+    scheme = setting.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in SERVER_SCHEMES:
+        raise StudyError(
+            f"storage {mask_password(setting)!r} is not understood",
+            hint="use sqlite:///study.db, postgresql://user@host/db, mysql+pymysql://user@host/db or journal:/path/file.journal",
+        )
+    try:
+        url = make_url(_ENV_REFERENCE.sub("placeholder", setting))
+    except ArgumentError as exc:
+        raise StudyError(f"storage {mask_password(setting)!r} is not a valid database URL: {exc}") from None
+    if url.password is not None and url.password != "placeholder":
+        raise StudyError(
+            f"storage {mask_password(setting)!r} holds a password in the config",
+            hint="remove it; write ${VAR} and export VAR, or use PGPASSWORD / ~/.pgpass for PostgreSQL",
+        )
+    return StorageSpec("server", setting)
+
+
+def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
+    """The Optuna storage for ``spec`` (``${VAR}`` references expanded from the environment here, and only here)."""
+    if spec.kind == "journal":
+        assert spec.path is not None
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(spec.path))
+        return optuna.storages.JournalStorage(backend)
+    if spec.kind == "sqlite":
+        assert spec.path is not None
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(spec.url, engine_kwargs={"connect_args": {"timeout": 60}})
+    url = _expand_environment(spec.url)
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:  # sqlalchemy / driver errors carry the URL; never print the expanded one
+            # Workers starting together race to create Optuna's tables in an empty database;
+            # the loser finds them on the next attempt.
+            if attempt + 1 < OPEN_ATTEMPTS:
+                time.sleep(1.0 + attempt)
+                continue
+            message = str(exc).replace(url, spec.shown).splitlines()[0]
+            raise StudyError(
+                f"cannot open storage {spec.shown}: {message}",
+                hint="check that the database server is running, the database exists and the user may connect",
+            ) from None
+    raise AssertionError("unreachable")
+
+
+class SQLiteWriterLock:
+    """An exclusive lock beside a SQLite file: one optiseg process per SQLite study at a time.
+
+    Holding it also proves that any trial left RUNNING in that file belongs to a
+    dead process, so it can be retried at once.
+    """
+
+    def __init__(self, db_path: Path):
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._handle = None
+
+    def __enter__(self) -> SQLiteWriterLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StudyError(
+                f"{holder} is already running a search on the SQLite file {self.path.with_suffix('')}; "
+                "SQLite cannot be shared by several worker processes",
+                hint="for several workers set `storage: postgresql://user@host/db` (or mysql, or "
+                "journal:/shared/path.journal) in the config and start each worker with it",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def mask_password(url: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    return re.sub(r"(//[^:/@]+:)([^@]+)(@)", r"\1***\3", url)
+
+
+def _expand_environment(url: str) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise StudyError(f"storage URL needs environment variable {name}, which is not set", hint=f"export {name}=...")
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(replace, url)
+
+
+def _resolve(raw: str, base: Path) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()

@@ -1,0 +1,34 @@
+"""Training and scoring one candidate network.
+
+>>> from optiseg.training import train_candidate
+>>> result = train_candidate("fastscnn", {"a": 0.5}, (192, 192), dataset=dataset,
+...                          training=config.training, run_dir="runs/a0.5")
+>>> result.metrics["test_iou"]
+"""
+
+from .evaluate import Evaluation, evaluate, predict_classes, to_model_input
+from .losses import SegmentationLoss, soft_dice_loss
+from .metrics import SegmentationScores, confusion_matrix, scores_from_confusion
+from ._run_folder import BEST, CHECKPOINT, LOG, METRICS, ONNX, TrainResult
+from .trainer import Reporter, pick_device, train_candidate
+
+__all__ = [
+    "BEST",
+    "CHECKPOINT",
+    "LOG",
+    "METRICS",
+    "ONNX",
+    "Evaluation",
+    "Reporter",
+    "SegmentationLoss",
+    "SegmentationScores",
+    "TrainResult",
+    "confusion_matrix",
+    "evaluate",
+    "pick_device",
+    "predict_classes",
+    "scores_from_confusion",
+    "soft_dice_loss",
+    "to_model_input",
+    "train_candidate",
+]

@@ -1,0 +1,99 @@
+"""Scoring a network on a split the way the thesis did: resize the whole image in, resize the prediction back out."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import IGNORE, OriginalMasks, ResizedSplit
+from ..preprocessing import LUMA_WEIGHTS, input_spec
+from .metrics import SegmentationScores, confusion_matrix, scores_from_confusion
+
+
+def to_model_input(images: np.ndarray, in_channels: int, device: torch.device) -> torch.Tensor:
+    """uint8 RGB images (B, H, W, 3) -> the normalized float32 input (B, C, H, W) of :func:`input_spec`.
+
+    One input channel is the luma Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601).
+    The result is channels-last in memory, which convolutions run faster on.
+    """
+    spec = input_spec(in_channels)
+    batch = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    if in_channels == 1:
+        weights = torch.tensor(LUMA_WEIGHTS, device=device).view(1, 3, 1, 1)
+        batch = (batch * weights).sum(dim=1, keepdim=True)
+    mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
+    return ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """One image's logits (C, h, w) resized bilinearly to ``size`` = (H, W), in float32."""
+    return F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def decide(logits: torch.Tensor) -> torch.Tensor:
+    """Class indices (H, W) from logits (C, H, W): sigmoid > 0.5 for one logit, argmax for several."""
+    if logits.shape[0] == 1:
+        return (logits[0] > 0).to(torch.uint8)
+    return logits.argmax(dim=0).to(torch.uint8)
+
+
+def predict_classes(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Class indices (H, W) at ``size`` from one image's logits (C, h, w), upsampled bilinearly before deciding."""
+    return decide(upsample_logits(logits, size))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Loss and scores of a split, both at each image's original size."""
+
+    loss: float
+    confusion: np.ndarray
+    scores: SegmentationScores
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: ResizedSplit,
+    original_masks: OriginalMasks,
+    *,
+    loss_fn: nn.Module,
+    class_names: tuple[str, ...],
+    binary: bool,
+    in_channels: int,
+    device: torch.device,
+    amp: bool = False,
+    batch_size: int = 16,
+) -> Evaluation:
+    """Loss and IoU/Dice of ``model`` on one split; the model is left in eval mode.
+
+    Each image is resized whole to the input size; its logits are resized back
+    (bilinear) to the image's original size, where loss and confusion are taken.
+    """
+    model.eval()
+    num_classes = len(class_names)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    loss_sum, loss_pixels = 0.0, 0
+    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
+    for start in range(0, len(images), batch_size):
+        indices = range(start, min(start + batch_size, len(images)))
+        batch = to_model_input(np.stack([images[i][0] for i in indices]), in_channels, device)
+        with autocast:
+            logits = model(batch)
+        for row, index in enumerate(indices):
+            truth = original_masks[index]
+            target = torch.from_numpy(truth).to(device)
+            upsampled = upsample_logits(logits[row], truth.shape[:2])
+            pixels = int((target != IGNORE).sum())
+            if pixels:
+                loss_sum += float(loss_fn(upsampled[None], target[None])) * pixels
+                loss_pixels += pixels
+            confusion += confusion_matrix(truth, decide(upsampled).cpu().numpy(), num_classes, IGNORE)
+    loss = loss_sum / loss_pixels if loss_pixels else float("nan")
+    return Evaluation(loss, confusion, scores_from_confusion(confusion, class_names, binary))

@@ -1,0 +1,55 @@
+"""Training losses: BCE for one logit, cross-entropy for C logits, optionally plus soft Dice; ignored pixels skipped."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import IGNORE
+
+_SMOOTH = 1.0
+
+
+class SegmentationLoss(nn.Module):
+    """``BCE`` (``num_logits == 1``) or ``cross-entropy`` (``num_logits >= 2``), plus ``dice_weight`` x soft Dice loss.
+
+    ``target`` holds class indices (B, H, W); pixels equal to ``ignore_index``
+    count in neither term. Logits smaller than the target are upsampled to it (bilinear). Computed in float32 even under mixed precision.
+    """
+
+    def __init__(self, num_logits: int, dice_weight: float = 0.0, ignore_index: int = IGNORE):
+        super().__init__()
+        self.num_logits = num_logits
+        self.dice_weight = dice_weight
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if logits.shape[-2:] != target.shape[-2:]:  # finer masks: compare the upsampled logits, as scoring does
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        valid = target != self.ignore_index
+        if not bool(valid.any()):
+            return logits.sum() * 0.0  # nothing to learn from, but keep the graph
+        if self.num_logits == 1:
+            logits = logits[:, 0]
+            truth = (target == 1).float()
+            per_pixel = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
+            loss = per_pixel[valid].mean()
+            probability = torch.sigmoid(logits)[:, None]
+            one_hot = truth[:, None]
+        else:
+            loss = F.cross_entropy(logits, target.long(), ignore_index=self.ignore_index)
+            probability = torch.softmax(logits, dim=1)
+            one_hot = F.one_hot(torch.where(valid, target, 0).long(), self.num_logits).permute(0, 3, 1, 2).float()
+        if self.dice_weight:
+            loss = loss + self.dice_weight * soft_dice_loss(probability, one_hot, valid[:, None].float())
+        return loss
+
+
+def soft_dice_loss(probability: torch.Tensor, one_hot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """1 - mean over channels of the smoothed soft Dice, over the whole batch; ``weight`` 0 masks pixels out."""
+    dims = (0, 2, 3)
+    intersection = (probability * one_hot * weight).sum(dims)
+    total = ((probability + one_hot) * weight).sum(dims)
+    return 1.0 - ((2 * intersection + _SMOOTH) / (total + _SMOOTH)).mean()

@@ -1,0 +1,114 @@
+"""Metrics against hand-computed confusion matrices, losses honouring ignored pixels, scoring at original size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from optiseg.data import IGNORE
+from optiseg.data._cache import OriginalMasks, ResizedSplit
+from optiseg.training import SegmentationLoss, confusion_matrix, evaluate, predict_classes, scores_from_confusion
+
+
+def test_confusion_matrix_by_hand():
+    truth = np.array([[0, 0, 1, 1], [2, 2, 1, IGNORE]])
+    guess = np.array([[0, 1, 1, 1], [2, 0, 2, 0]])
+    # rows = truth, columns = prediction; the ignored pixel is not counted
+    expected = [[1, 1, 0], [0, 2, 1], [1, 0, 1]]
+    assert confusion_matrix(truth, guess, 3).tolist() == expected
+
+
+def test_scores_by_hand_multi_class():
+    confusion = np.array([[1, 1, 0], [0, 2, 1], [1, 0, 1]])
+    scores = scores_from_confusion(confusion, ("a", "b", "c"), binary=False)
+    # class a: TP 1, FP 1 (c->a), FN 1 (a->b): IoU 1/3, Dice 2/4
+    # class b: TP 2, FP 1, FN 1: IoU 2/4, Dice 4/6;  class c: TP 1, FP 1, FN 1: IoU 1/3, Dice 2/4
+    assert scores.iou == pytest.approx((1 / 3, 2 / 4, 1 / 3))
+    assert scores.dice == pytest.approx((2 / 4, 4 / 6, 2 / 4))
+    assert scores.mean_iou == pytest.approx((1 / 3 + 1 / 2 + 1 / 3) / 3)
+    assert scores.primary_iou == scores.mean_iou
+    assert scores.pixels == 7
+
+
+def test_binary_iou_is_the_foreground_class():
+    truth = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+    guess = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    confusion = confusion_matrix(truth, guess, 2)
+    assert confusion.tolist() == [[3, 1], [1, 3]]
+    scores = scores_from_confusion(confusion, ("background", "package"), binary=True)
+    assert scores.primary_iou == pytest.approx(3 / 5)  # TP 3 / (TP 3 + FP 1 + FN 1)
+    assert scores.primary_dice == pytest.approx(6 / 8)
+    assert scores.mean_iou == pytest.approx((3 / 5 + 3 / 5) / 2)
+    assert scores.to_dict("test_")["test_class_iou"] == {"background": pytest.approx(0.6), "package": pytest.approx(0.6)}
+
+
+def test_absent_class_has_no_score_and_is_left_out_of_the_mean():
+    confusion = np.array([[5, 0, 0], [0, 0, 0], [1, 0, 2]])
+    scores = scores_from_confusion(confusion, ("a", "b", "c"), binary=False)
+    assert scores.iou[1] is None
+    assert scores.mean_iou == pytest.approx((5 / 6 + 2 / 3) / 2)
+
+
+def test_confusion_matrix_rejects_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        confusion_matrix(np.zeros(3), np.zeros(4), 2)
+    with pytest.raises(ValueError, match="0..1"):
+        confusion_matrix(np.array([0, 2]), np.array([0, 1]), 2)
+
+
+@pytest.mark.parametrize("num_logits", [1, 3])
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0])
+def test_losses_ignore_ignored_pixels(num_logits, dice_weight):
+    torch.manual_seed(0)
+    loss_fn = SegmentationLoss(num_logits, dice_weight)
+    target = torch.randint(0, max(num_logits, 2), (2, 8, 8))
+    target[:, :3] = IGNORE
+    logits = torch.randn(2, num_logits, 8, 8)
+    changed = logits.clone()
+    changed[:, :, :3] = 50 * torch.randn_like(changed[:, :, :3])  # whatever is predicted on ignored pixels
+    assert float(loss_fn(logits, target)) == pytest.approx(float(loss_fn(changed, target)), rel=1e-6)
+    assert float(loss_fn(logits, torch.full_like(target, IGNORE))) == 0.0
+
+
+def test_bce_loss_by_hand():
+    logits = torch.tensor([[[[0.0, 2.0]]]])
+    target = torch.tensor([[[1, 0]]])
+    expected = (np.log(2) + np.log(1 + np.exp(2))) / 2
+    assert float(SegmentationLoss(1)(logits, target)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_predictions_are_resized_back_to_the_original_size():
+    logits = torch.tensor([[[-1.0, 1.0], [-1.0, 1.0]]])  # left half background, right half foreground
+    prediction = predict_classes(logits, (3, 8))
+    assert prediction.tolist() == [[0, 0, 0, 0, 1, 1, 1, 1]] * 3
+    multi = torch.zeros(3, 2, 2)
+    multi[0, :, 0], multi[2, :, 1] = 5, 5
+    assert predict_classes(multi, (2, 4)).tolist() == [[0, 0, 2, 2]] * 2
+
+
+class HalfAndHalf(nn.Module):
+    """Predicts foreground on the right half of any input."""
+
+    def forward(self, x):
+        logits = torch.full((x.shape[0], 1, *x.shape[2:]), -4.0)
+        logits[..., x.shape[-1] // 2 :] = 4.0
+        return logits
+
+
+def test_evaluate_scores_each_image_at_its_original_size():
+    # Two images of different original sizes, both given to the model at 4x4.
+    truths = [np.zeros((6, 10), np.uint8), np.zeros((3, 4), np.uint8)]
+    truths[0][:, 7:] = 1  # 18 foreground pixels; the model marks columns 5..9 (30 pixels)
+    truths[1][:, 2:] = 1
+    truths[1][0, 0] = IGNORE
+    images = ResizedSplit((4, 4), None, 2, (np.zeros((2, 4, 4, 3), np.uint8), np.zeros((2, 4, 4), np.uint8)))
+    originals = OriginalMasks(None, 2, truths)
+    result = evaluate(
+        HalfAndHalf(), images, originals, loss_fn=SegmentationLoss(1), class_names=("bg", "fg"), binary=True,
+        in_channels=3, device=torch.device("cpu"),
+    )
+    # image 1: TP 18, FP 12, TN 30; image 2: TP 6, TN 5 (one pixel ignored)
+    assert result.confusion.tolist() == [[35, 12], [0, 24]]
+    assert result.scores.primary_iou == pytest.approx(24 / 36)
