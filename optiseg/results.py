@@ -16,6 +16,7 @@ COMPLETE = "complete"  # measured and trained: both objectives known
 TOO_SLOW = "too_slow"  # measured, slower than max_latency_ms: not trained, IoU unknown
 FAILED = "failed"  # an error; see `error`
 RUNNING = "running"
+WAITING = "waiting"  # queued (the baseline, a grid candidate, a retry), not started yet
 SKIPPED = "skipped"  # asked after the global budget was used up by other workers
 
 
@@ -69,6 +70,8 @@ def record_from_trial(trial) -> TrialRecord:
         status = attrs.get("status", TOO_SLOW)
     elif trial.state == TrialState.RUNNING:
         status = RUNNING
+    elif trial.state == TrialState.WAITING:
+        status = WAITING
     elif attrs.get("status") == SKIPPED:
         status = SKIPPED
     else:

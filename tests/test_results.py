@@ -73,3 +73,9 @@ def test_front_agrees_with_optuna_best_trials():
     records = load_records(study)
     assert records[-1].status == "too_slow" and records[-1].iou is None and not records[-1].feasible
     assert sorted(r.number for r in pareto_front(records)) == sorted(t.number for t in study.best_trials)
+
+
+def test_queued_trials_are_waiting_not_failed():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"x": 1})
+    assert [r.status for r in load_records(study)] == ["waiting"]

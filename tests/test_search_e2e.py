@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from postgres import postgres_url  # noqa: F401  (fixture)
 
+pytest_plugins = ("sshd",)
 pytestmark = pytest.mark.slow
 
 FAST_MEASURE = {"threads": 1, "warmup": 1, "min_runs": 5, "min_seconds": 0}
@@ -137,6 +138,28 @@ def test_sigkill_during_training_resumes(tmp_path, data_root):
     assert "resumed from" in log
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_queue_the_trial(tmp_path, data_root, stop_signal):
+    config = make_config(tmp_path, data_root, "stopped", training={"epochs": 8, "batch_size": 4})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optiseg", "search", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "runs" / "stopped" / "candidates").glob("*/train/checkpoint.pt")):
+        assert process.poll() is None and time.monotonic() < deadline, "no epoch checkpoint appeared"
+        time.sleep(0.2)
+    process.send_signal(stop_signal)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "stopped" in err and "Run the same command to resume" in err
+    trials = load_study(tmp_path, "stopped").trials
+    interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    queued = [t for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("optiseg_retry_of") == interrupted[0].number]
+    assert len(queued) == 1
+
+
 @pytest.mark.parametrize("storage_kind", ["postgresql", "journal"])
 def test_two_workers_share_one_study(tmp_path, data_root, storage_kind, request):
     storage = request.getfixturevalue("postgres_url") if storage_kind == "postgresql" else f"journal:{tmp_path / 'shared.journal'}"
@@ -232,3 +255,22 @@ def test_a_higher_tier_warm_starts_from_a_lower_one(cli, tmp_path, data_root):
     )
     refused = cli("search", str(changed))
     assert refused.returncode == 1 and "not comparable" in refused.stderr and "training.epochs" in refused.stderr
+
+
+def test_a_search_timed_over_ssh(cli, tmp_path, data_root, sshd):
+    """The device is reached before any trial: an untrusted host stops the search at once with the fix."""
+    unknown = make_config(tmp_path, data_root, "untrusted", device=sshd.device(tmp_path / "empty_known_hosts"), budget={"n_trials": 1})
+    (tmp_path / "empty_known_hosts").write_text("")
+    refused = cli("search", str(unknown))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "optiseg device trust" in refused.stderr and "SHA256:" in refused.stderr
+    assert not (tmp_path / "runs" / "untrusted" / "candidates").exists()  # no trial started
+
+    trusted = make_config(
+        tmp_path, data_root, "over-ssh", device=sshd.device(sshd.write_known_hosts(tmp_path / "known_hosts")), budget={"n_trials": 1}
+    )
+    result = cli("search", str(trusted), "--json")
+    assert result.returncode == 0, result.stderr
+    trial = load_study(tmp_path, "over-ssh").trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["latency"]["device_key"].startswith("ssh:") and trial.user_attrs["latency_ms"] > 0

@@ -64,7 +64,7 @@ class StudyConfig(Section):
     device: DeviceConfig = DeviceConfig()
     budget: Budget = Budget()
     storage: str | None = None
-    sampler: Literal["auto", "tpe", "gp", "nsga2", "random"] = "auto"
+    sampler: Literal["auto", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
     seed: int = 0
     output: ConfigPath = Field(default="runs", validate_default=True)
     warm_start: ConfigPath | None = Field(

@@ -99,6 +99,13 @@ def run_search(
             n_trials=n_trials, multi_worker=storage_spec.shared,
         )
         pool = open_pool(config.device)
+        try:
+            for runner in pool.runners:  # host keys, logins, a missing onnxruntime: reported now, not in trial 1
+                progress.log(f"connecting to {runner.label}")
+                runner.connect()
+        except BaseException:
+            pool.close()
+            raise
         env = TrialEnvironment(
             study=study, paths=paths, space=space, config=config, dataset=dataset,
             cache=DatasetCache(dataset, budget_mb=config.data.cache_mb), pool=pool,

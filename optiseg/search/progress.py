@@ -58,7 +58,7 @@ class SearchProgress:
         self.log(f"study {study_name}: {done_before} trials already finished, budget {n_trials or 'unlimited'} trials"
                  + (f", timeout {format_duration(timeout_s)}" if timeout_s else ""))
         if self.live_mode:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
+            self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=True)
             self._live.start()
 
     def stop(self) -> None:
