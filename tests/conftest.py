@@ -28,3 +28,22 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None, cwd: str 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """The system's headless Chromium (Debian's `chromium`), driven by Playwright; never a downloaded browser."""
+    from _browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"Chromium is not installed (looked for {CHROMIUM}): install Debian's package with "
+                    "`apt-get install chromium` (CI's .ci/run does), or point OPTISEG_CHROMIUM at a Chromium binary")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the Python package `playwright` is missing: pip install -e '.[dev]' (never `playwright install`; "
+                    "the tests drive the system's Chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()

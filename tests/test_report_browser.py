@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from _report_study import EVIL, FRONT, study_folder
+from _browser import Visit
 from conftest import run_cli
 
-CHROMIUM = os.environ.get("OPTISEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# Headless Chromium as root, kept off the network (see the field notes on Chromium).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic"]
 MAX_BYTES = 10 * 2**20
+
 EXPECTED_FIGURES = {"fig-tradeoff", "fig-importance", "fig-effect-0", "fig-effect-1", "fig-effect-2", "fig-curves",
                     "fig-timing", "fig-hypervolume"}
 
@@ -39,62 +35,6 @@ def report(study) -> tuple[Path, dict]:
     done = run_cli("report", str(study), "-o", str(out), "--json", timeout=300)
     assert done.returncode == 0, done.stderr
     return out, json.loads(done.stdout)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium is not installed (looked for {CHROMIUM}): install Debian's package with "
-                    "`apt-get install chromium` (CI's .ci/run does), or point OPTISEG_CHROMIUM at a Chromium binary")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the Python package `playwright` is missing: pip install -e '.[dev]' (never `playwright install`; "
-                    "the tests drive the system's Chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-class Visit:
-    """A page opened from file:// with every non-file request blocked, and what happened on the way."""
-
-    def __init__(self, browser, path: Path):
-        self.requests: list[str] = []
-        self.blocked: list[str] = []
-        self.console_errors: list[str] = []
-        self.page_errors: list[str] = []
-        self.dialogs: list[str] = []
-        self.context = browser.new_context(viewport={"width": 1400, "height": 1000}, offline=True)
-        self.context.route("**/*", self._route)
-        self.page = self.context.new_page()
-        self.page.on("request", lambda request: self.requests.append(request.url))
-        self.page.on("console", lambda message: message.type == "error" and self.console_errors.append(message.text))
-        self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-        self.page.on("dialog", self._dialog)
-        self.page.goto(path.resolve().as_uri(), wait_until="load")
-
-    def _route(self, route):
-        if route.request.url.startswith(("file:", "data:", "blob:")):
-            route.continue_()
-        else:
-            self.blocked.append(route.request.url)
-            route.abort()
-
-    def _dialog(self, dialog):
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def wait_for_plots(self) -> None:
-        self.page.wait_for_function(
-            "() => { const plots = document.querySelectorAll('div.plot');"
-            " return plots.length > 0 && Array.from(plots).every(p => p.querySelector('svg.main-svg')); }",
-            timeout=30_000,
-        )
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture(scope="module")
