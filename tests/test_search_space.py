@@ -8,6 +8,7 @@ import pytest
 from optiseg.config import EFFORTS
 from optiseg.errors import ConfigError
 from optiseg.models import list_models
+from optiseg.search.sampler import make_sampler, resolve_sampler_name
 from optiseg.search.space import build_search_space, load_knob_definitions
 
 
@@ -85,3 +86,15 @@ def test_fingerprint_changes_with_the_space():
     b = build_search_space("fastscnn", "beginner", {"resolution": [96, 128]})
     assert a.fingerprint() == build_search_space("fastscnn", "beginner").fingerprint()
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_auto_sampler_follows_the_measured_rule():
+    space = build_search_space("fastscnn", "intermediate", {"resolution": [128, 192]}, 192)  # 2 x 5 x 3 = 30
+    assert resolve_sampler_name("auto", space, 30, latency_constrained=True) == "grid"
+    assert resolve_sampler_name("auto", space, 12, latency_constrained=True) == "tpe"
+    assert resolve_sampler_name("auto", space, 12, latency_constrained=False) == "gp"
+    assert resolve_sampler_name("auto", space, 12, latency_constrained=False, multi_worker=True) == "tpe"
+    assert resolve_sampler_name("nsga2", space, 30, latency_constrained=True) == "nsga2"
+    assert isinstance(make_sampler("auto", space, 0, 12, latency_constrained=False), optuna.samplers.GPSampler)
+    tpe = make_sampler("auto", space, 0, 12, latency_constrained=True)
+    assert isinstance(tpe, optuna.samplers.TPESampler)

@@ -81,7 +81,8 @@ def run_search(
     settings = study_settings(loaded, space, data_fingerprint(dataset))
     progress = progress or SearchProgress(paths.log, quiet=quiet)
     n_trials = config.budget.n_trials
-    sampler_name = resolve_sampler_name(config.sampler, space, n_trials)
+    latency_constrained = config.constraints.max_latency_ms is not None
+    sampler_name = resolve_sampler_name(config.sampler, space, n_trials, latency_constrained, storage_spec.shared)
 
     lock = SQLiteWriterLock(storage_spec.path) if storage_spec.kind == "sqlite" else contextlib.nullcontext()
     with lock:
@@ -96,7 +97,7 @@ def run_search(
                 study.enqueue_trial(params, skip_if_exists=True)
         study.sampler = make_sampler(
             config.sampler, space, seed=_sampler_seed(config.seed, study, storage_spec.shared),
-            n_trials=n_trials, multi_worker=storage_spec.shared,
+            n_trials=n_trials, latency_constrained=latency_constrained, multi_worker=storage_spec.shared,
         )
         pool = open_pool(config.device)
         try:

@@ -2,11 +2,13 @@
 
 ``auto`` (the default) enumerates the whole space when the budget covers it
 (``grid``: every candidate is put in the trial queue, baseline first, so
-parallel workers share them out without duplicates), and otherwise uses
-multivariate TPE. TPE is also the one sampler that learns
-from too-slow candidates: they end PRUNED with a violated latency constraint
-and no IoU, and TPE ranks them as infeasible, while GP and NSGA-II only learn
-from completed trials. benchmarks/sampler_choice.py holds the measurement
+parallel workers share them out without duplicates). Otherwise it uses
+multivariate TPE when the study has a latency constraint or several workers,
+and GP for one worker without a latency constraint. TPE is the one sampler
+that learns from too-slow candidates (they end PRUNED with a violated latency
+constraint and no IoU; GP and NSGA-II only learn from completed trials) and
+it has a constant liar for parallel workers; with neither concern, GP found
+the front fastest. benchmarks/search_samplers.py holds the measurement
 behind the choice (README, "Choosing the sampler").
 """
 
@@ -35,10 +37,11 @@ def make_sampler(
     space: SearchSpace,
     seed: int,
     n_trials: int | None,
+    latency_constrained: bool,
     multi_worker: bool = False,
 ) -> optuna.samplers.BaseSampler:
-    """The sampler called ``name`` for ``space`` (``auto`` resolves to ``grid`` or ``tpe``)."""
-    name = resolve_sampler_name(name, space, n_trials)
+    """The sampler called ``name`` for ``space`` (``auto`` resolves to ``grid``, ``tpe`` or ``gp``)."""
+    name = resolve_sampler_name(name, space, n_trials, latency_constrained, multi_worker)
     if name == "grid":
         return optuna.samplers.RandomSampler(seed=seed)  # only asked if the queue ran dry; see grid_queue
     if name == "tpe":
@@ -58,12 +61,17 @@ def make_sampler(
     raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
-def resolve_sampler_name(name: str, space: SearchSpace, n_trials: int | None) -> str:
+def resolve_sampler_name(
+    name: str, space: SearchSpace, n_trials: int | None, latency_constrained: bool, multi_worker: bool = False
+) -> str:
+    """The sampler ``name`` stands for: itself, or what ``auto`` picks for this study."""
     if name != "auto":
         return name
     if n_trials is not None and space.size <= n_trials:
         return "grid"
-    return "tpe"
+    if latency_constrained or multi_worker:
+        return "tpe"
+    return "gp"
 
 
 def grid_queue(space: SearchSpace) -> Iterator[dict[str, Any]]:
