@@ -138,12 +138,18 @@ def test_sigkill_during_training_resumes(tmp_path, data_root):
     assert "resumed from" in log
 
 
+def _like_a_terminal() -> None:
+    """Ctrl-C as in a terminal: a test run started in the background (``cmd &``) inherits an ignored SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_and_sigterm_stop_cleanly_and_queue_the_trial(tmp_path, data_root, stop_signal):
     config = make_config(tmp_path, data_root, "stopped", training={"epochs": 8, "batch_size": 4})
     process = subprocess.Popen(
         [sys.executable, "-m", "optiseg", "search", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_like_a_terminal,
     )
     deadline = time.monotonic() + 300
     while not list((tmp_path / "runs" / "stopped" / "candidates").glob("*/train/checkpoint.pt")):
