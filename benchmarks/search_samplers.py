@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from optiseg.config import load_config
-from optiseg.results import COMPLETE, hypervolume, load_records
+from optiseg.results import COMPLETE, default_reference_latency, hypervolume, load_records
 from optiseg.search import build_search_space, make_sampler, open_existing_study
 from optiseg.search.sampler import grid_queue, resolve_sampler_name
 
@@ -84,7 +84,7 @@ def best_possible(table, reference: tuple[float, float], max_latency_ms: float |
 
 def reference_point(table, args) -> tuple[float, float]:
     """(latency, IoU) the hypervolume is measured from: the constraint or 1.1 x the slowest, and the table's worst IoU."""
-    latency = args.max_latency_ms or 1.1 * max(r.latency_ms for r in table.values())
+    latency = default_reference_latency(table.values(), args.max_latency_ms)
     iou = args.reference_iou if args.reference_iou is not None else min(r.iou for r in table.values())
     return latency, iou
 

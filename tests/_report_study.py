@@ -177,9 +177,7 @@ def study_folder(root: Path, *, name: str = EVIL, class_names=("background", EVI
     }), encoding="utf-8")
     from optiseg.config import load_config
     from optiseg.data import load_dataset
-    from optiseg.search.loop import data_fingerprint
-
-    content = data_fingerprint(load_dataset(load_config(config_path).config.data))
+    content = load_dataset(load_config(config_path).config.data).fingerprint()
     space = search_space()
     study = optuna.create_study(directions=["maximize", "minimize"], study_name=name, storage=storage)
     study.set_user_attr("optiseg_settings", settings(space, class_names, content))

@@ -227,11 +227,8 @@ def _load_dataset(loaded, settings: Mapping[str, Any]) -> tuple[Any, str | None]
     except OptisegError as exc:
         return None, f"the data set at {root} cannot be loaded: {exc.message}"
     expected = (settings.get("data") or {}).get("content")
-    if expected:
-        from ..search.loop import data_fingerprint
-
-        if data_fingerprint(dataset) != expected:
-            return dataset, f"the data set at {root} has changed since the search; the images above come from its current files"
+    if expected and dataset.fingerprint() != expected:
+        return dataset, f"the data set at {root} has changed since the search; the images above come from its current files"
     return dataset, None
 
 

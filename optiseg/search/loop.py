@@ -78,7 +78,7 @@ def run_search(
     space = build_search_space(config.model, config.effort, config.search_space, config.resolution, source=str(loaded.path))
     storage_spec = resolve_storage(loaded, paths.folder)
     dataset = load_dataset(config.data)  # checks the data first: bad data stops here, before any trial
-    settings = study_settings(loaded, space, data_fingerprint(dataset))
+    settings = study_settings(loaded, space, dataset.fingerprint())
     progress = progress or SearchProgress(paths.log, quiet=quiet)
     n_trials = config.budget.n_trials
     latency_constrained = config.constraints.max_latency_ms is not None
@@ -221,16 +221,6 @@ def count_statuses(records: list[TrialRecord]) -> dict[str, int]:
         elif record.status in counts:
             counts[record.status] += 1
     return counts
-
-
-def data_fingerprint(dataset) -> str:
-    """A digest of the data's content (split, file names, sizes): the same on every machine that holds the same files."""
-    digest = hashlib.sha256()
-    for split in ("train", "val", "test"):
-        for sample in sorted(getattr(dataset, split), key=lambda s: s.stem):
-            for path in (sample.image, sample.mask):
-                digest.update(f"{split}/{path.name}:{path.stat().st_size}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def _counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
