@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from optiseg.network import Network
 from optiseg.export import export_onnx
 from optiseg.models import build_model
 
@@ -81,7 +82,7 @@ def main() -> None:
             model = build_model(name, knobs, num_classes=1).eval()
             x = torch.randn(1, 3, *size)
             optiseg_path = Path(tmp) / f"{name}-{size[0]}.onnx"
-            export_onnx(model, optiseg_path, resolution=size, model_name=name, knobs=knobs, num_classes=1)
+            export_onnx(model, optiseg_path, Network.create(name, knobs, size, num_classes=1))
             plain_path = Path(tmp) / f"{name}-{size[0]}-plain.onnx"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

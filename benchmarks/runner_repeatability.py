@@ -43,10 +43,11 @@ CASES = [
 
 def export_case(folder: Path, name: str, model: str, knobs: dict, size: tuple[int, int]) -> Path:
     from optiseg.export import export_onnx
+    from optiseg.network import Network
     from optiseg.models import build_model
 
     path = folder / f"{name}.onnx"
-    export_onnx(build_model(model, knobs, 1), path, resolution=size, model_name=model, knobs=knobs, num_classes=1)
+    export_onnx(build_model(model, knobs, 1), path, Network.create(model, knobs, size, num_classes=1))
     return path
 
 

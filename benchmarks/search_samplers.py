@@ -45,7 +45,7 @@ def load_table(config_path: Path, resolutions: list[int] | None):
         overrides["resolution"] = resolutions
     space = build_search_space(config.model, config.effort, overrides, config.resolution)
     evaluated = {r.candidate: r for r in records}
-    keys = [space.candidate(params).key for params in grid_queue(space)]
+    keys = [space.network(params).key for params in grid_queue(space)]
     table = {key: evaluated[key] for key in keys if key in evaluated}
     missing = space.size - len(table)
     if missing:

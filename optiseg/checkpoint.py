@@ -21,6 +21,7 @@ from torch import nn
 from ._atomic import write_bytes_atomic
 from .errors import OptisegError
 from .models import build_model
+from .network import Network
 
 FORMAT = "optiseg-checkpoint-1"
 IDENTITY_KEYS = ("model", "knobs", "num_classes", "in_channels", "state_dict")
@@ -51,6 +52,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise OptisegError(f"{path} is not an optiseg checkpoint (format {FORMAT!r} expected)")
     return payload
+
+
+def network_from_checkpoint(payload: Mapping[str, Any], resolution: Any = None) -> Network:
+    """The :class:`Network` a checkpoint describes (``resolution`` for checkpoints that do not store one)."""
+    size = payload.get("resolution") or resolution
+    if size is None:
+        raise OptisegError("the checkpoint does not say its input resolution", hint="give the resolution (e.g. --resolution 192)")
+    return Network.create(payload["model"], payload["knobs"], tuple(size),
+                          in_channels=int(payload["in_channels"]), num_classes=int(payload["num_classes"]))
 
 
 def model_from_checkpoint(payload: Mapping[str, Any]) -> nn.Module:

@@ -9,13 +9,17 @@ from pathlib import Path
 
 from .errors import StudyError, UsageError
 from .export import read_metadata
-from .results import COMPLETE, TOO_SLOW, TrialRecord
-
-TRAINED_ONNX = Path("train") / "model.onnx"
+from .layout import StudyLayout
+from .records import COMPLETE, TOO_SLOW, TrialRecord
 
 
 def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | None, out: Path) -> list[Path]:
-    """Write model.onnx, metrics.json, config.yaml, predict.py and README.md for ``record`` into ``out``."""
+    """Write the plan's model(s), metrics.json, config.yaml, predict.py and README.md for ``record`` into ``out``.
+
+    What is shipped comes from the plan's deployment mode (e.g. the INT8 model for an ``int8`` plan).
+    """
+    from .modes import get_mode
+
     if record.status == TOO_SLOW:
         raise UsageError(
             f"trial {record.number} was too slow ({record.latency_ms:.2f} ms) and was not trained, so there is nothing to deploy",
@@ -23,18 +27,24 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
         )
     if record.status != COMPLETE or record.artifacts is None:
         raise UsageError(f"trial {record.number} did not complete ({record.status}); pick a trial from `optiseg front STUDY`")
-    source = study_folder / record.artifacts / TRAINED_ONNX
-    if not source.is_file():
-        raise StudyError(
-            f"the trained model of trial {record.number} is not at {source}",
-            hint="run deploy on the machine that trained it (the trial's worker was "
-            f"{record.worker or 'unknown'}), or keep the study's output folder on shared storage",
-        )
+    artifacts = get_mode(record.mode).artifacts(record.plan, StudyLayout(study_folder).network_at(record.artifacts))
+    for artifact in artifacts:
+        if not artifact.source.is_file():
+            raise StudyError(
+                f"the deployable model of trial {record.number} is not at {artifact.source}",
+                hint="run deploy on the machine that trained it (the trial's worker was "
+                f"{record.worker or 'unknown'}), or keep the study's output folder on shared storage",
+            )
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out} is a file, not a folder", hint="give a folder to write the deployment into")
     out.mkdir(parents=True, exist_ok=True)
-    written = [Path(shutil.copyfile(source, out / "model.onnx"))]
-    metadata = read_metadata(out / "model.onnx")
+    written = [Path(shutil.copyfile(a.source, out / a.name)) for a in artifacts]
+    metadata = read_metadata(out / artifacts[0].name)
     figures = {
         "trial": record.number,
+        "plan": record.plan_key,
+        "mode": record.mode,
+        "precision": record.precision,
         "model": record.model,
         "knobs": record.knobs,
         "resolution": record.resolution,
@@ -45,6 +55,7 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
         "latency_p90_ms": record.latency_p90_ms,
         "fps": record.fps,
         "iou": record.iou,
+        "evaluation": record.evaluation.as_dict(),
         "metrics": record.metrics,
         "device": record.latency.get("facts", {}),
     }
@@ -53,20 +64,39 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
         written.append(Path(shutil.copyfile(config_path, out / "config.yaml")))
     predict = resources.files("optiseg._runners").joinpath("predict.py").read_text(encoding="utf-8")
     written.append(_write(out / "predict.py", predict))
-    written.append(_write(out / "README.md", _readme(record, metadata)))
+    written.append(_write(out / "README.md", _readme(record, metadata, artifacts)))
     return written
 
 
-def _readme(record: TrialRecord, meta: dict[str, str]) -> str:
+def _readme(record: TrialRecord, meta: dict[str, str], artifacts) -> str:
     facts = record.latency.get("facts", {}) if record.latency else {}
     device = ", ".join(str(facts[k]) for k in ("cpu_model", "hostname") if facts.get(k)) or "the study's device"
     threads = record.latency.get("threads") if record.latency else None
     decode = meta.get("output", "")
     mean, std = meta.get("normalization_mean", "?"), meta.get("normalization_std", "?")
-    return f"""# {record.model} from optiseg trial {record.number}
+    files = "\n".join(f"| `{a.name}` | {a.description} |" for a in artifacts)
+    quantization = record.evaluation.details.get("quantization") or {}
+    int8_note = ""
+    if record.precision == "int8":
+        settings = quantization.get("settings", {})
+        int8_note = (
+            f"\n**This model is INT8** (static post-training quantization, QDQ format, calibration "
+            f"{settings.get('method', '?')} on {settings.get('calibration_images', '?')} training images, "
+            f"per-channel weights {'on' if settings.get('per_channel') else 'off'}). Its IoU above was measured by "
+            f"onnxruntime on the test split with this very file (FP32 network: "
+            f"{_fmt(record.evaluation.details.get('fp32_iou'))}). Operators left in float: "
+            f"{json.dumps(quantization.get('float_ops', {})) or 'none'}. Feed it float32 input as for FP32; the "
+            "quantize/dequantize steps are inside the graph.\n"
+        )
+    return f"""# {record.model} from optiseg trial {record.number} ({record.precision or 'fp32'})
 
+| file | what it is |
+|---|---|
+{files}
+{int8_note}
 | | |
 |---|---|
+| plan | `{record.plan_key}` |
 | knobs | {json.dumps(record.knobs)} |
 | input | `{meta.get('input_name', 'input')}`, {meta.get('input_shape', '?')} ({meta.get('input_layout', 'NCHW float32')}) |
 | test IoU | {record.iou:.4f} |
@@ -92,6 +122,10 @@ pre- and post-processing:
 The full metadata is in the ONNX file: `python3 -c "import onnxruntime as o; print(o.InferenceSession('model.onnx').get_modelmeta().custom_metadata_map)"`.
 `metrics.json` holds the figures above and the device facts; `config.yaml` is the study config.
 """
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _write(path: Path, text: str) -> Path:

@@ -53,7 +53,21 @@ class ExportError(OptisegError):
 
 
 class DeviceError(OptisegError):
-    """A device could not be reached, or failed to measure a model."""
+    """A device could not be reached, or failed to measure a model.
+
+    ``retryable`` says whose fault it is. ``True`` (the default): the device or
+    its environment failed (unreachable, login refused, onnxruntime missing or
+    crashing, disk full, killed by the OOM killer, timed out), so the candidate
+    itself is not to blame and a later run should measure it again once the
+    user has fixed the device. ``False``: the failure is final for that
+    candidate (e.g. the device's onnxruntime cannot load this model), and
+    measuring it again would fail the same way. Neither value means "retry now":
+    a runner retries transient network failures itself before raising.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, *, retryable: bool = True):
+        super().__init__(message, hint)
+        self.retryable = retryable
 
 
 class StudyError(OptisegError):

@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError
+from .network import Network
 from .preprocessing import input_spec
 
 DEFAULT_OPSET = 17
@@ -44,18 +44,14 @@ class ExportResult:
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
+    network: Network,
     *,
-    resolution: tuple[int, int],
-    model_name: str,
-    knobs: Mapping[str, Any],
-    num_classes: int,
-    in_channels: int = 3,
     class_names: Sequence[str] | None = None,
     extra_metadata: Mapping[str, str] | None = None,
     opset: int = DEFAULT_OPSET,
     tolerance: float = PARITY_TOLERANCE,
 ) -> ExportResult:
-    """Export ``model`` for input ``(1, in_channels, *resolution)`` to ``path``.
+    """Export ``model`` (the module of ``network``) for input ``network.input_shape`` to ``path``.
 
     The file only appears at ``path`` once it has passed ``onnx.checker`` and
     the onnxruntime-versus-PyTorch parity check (max abs difference of the
@@ -65,7 +61,8 @@ def export_onnx(
     from . import __version__
 
     path = Path(path)
-    height, width = resolution
+    height, width = network.resolution
+    in_channels, num_classes, model_name, knobs = network.in_channels, network.num_classes, network.model, network.knob_dict
     dummy = torch.randn(1, in_channels, height, width, generator=torch.Generator().manual_seed(0))
     was_training = model.training
     model.eval()
@@ -96,6 +93,8 @@ def export_onnx(
         "optiseg_version": __version__,
         "exporter": f"torch {torch.__version__} torchscript + onnxscript optimizer",
         "opset": str(opset),
+        "precision": "fp32",
+        "network_key": network.key,
     }
     if class_names is not None:
         metadata["class_names"] = json.dumps(list(class_names))

@@ -1,142 +1,65 @@
-"""A study's trials as plain records, its Pareto front and its hypervolume.
+"""A study's Pareto front and its hypervolume, by metric name.
 
-Pure functions over :class:`TrialRecord`s: the terminal table, ``--json`` /
-``--csv`` output and the HTML report all read the same figures.
+Pure functions over :class:`~optiseg.records.TrialRecord`s: the terminal
+table, ``--json`` / ``--csv`` output, ``deploy`` and the HTML report all read
+the same figures.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
-# What became of a trial (the "status" user attribute; failures have none).
-COMPLETE = "complete"  # measured and trained: both objectives known
-TOO_SLOW = "too_slow"  # measured, slower than max_latency_ms: not trained, IoU unknown
-FAILED = "failed"  # an error; see `error`
-RUNNING = "running"
-WAITING = "waiting"  # queued (the baseline, a grid candidate, a retry), not started yet
-SKIPPED = "skipped"  # asked after the global budget was used up by other workers
+from .records import (  # noqa: F401  (re-exported: the statuses and the record belong to optiseg.records)
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    SKIPPED,
+    STATUSES,
+    TOO_SLOW,
+    WAITING,
+    TrialRecord,
+    load_records,
+    read_record,
+)
 
-
-@dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    status: str
-    candidate: str | None = None
-    model: str | None = None
-    knobs: dict[str, Any] = field(default_factory=dict)
-    resolution: str | None = None
-    in_channels: int | None = None
-    params: int | None = None
-    macs: int | None = None
-    activation_mb: float | None = None
-    onnx_mb: float | None = None
-    latency_ms: float | None = None
-    latency_p90_ms: float | None = None
-    iou: float | None = None
-    feasible: bool = False
-    violations: dict[str, float] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
-    artifacts: str | None = None
-    error: str | None = None
-    retry_of: int | None = None
-    duplicate_of: int | None = None
-    imported_from: str | None = None
-    worker: str | None = None
-    seconds: float | None = None
-
-    @property
-    def fps(self) -> float | None:
-        return 1000.0 / self.latency_ms if self.latency_ms else None
-
-    def as_dict(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["fps"] = self.fps
-        return row
+DEFAULT_OBJECTIVES = (("iou", "maximize"), ("latency_ms", "minimize"))
 
 
-def record_from_trial(trial) -> TrialRecord:
-    """A :class:`TrialRecord` from an Optuna ``FrozenTrial`` written by optiseg."""
-    from optuna.trial import TrialState
-
-    attrs = trial.user_attrs
-    if trial.state == TrialState.COMPLETE:
-        status = attrs.get("status", COMPLETE)
-    elif trial.state == TrialState.PRUNED:
-        status = attrs.get("status", TOO_SLOW)
-    elif trial.state == TrialState.RUNNING:
-        status = RUNNING
-    elif trial.state == TrialState.WAITING:
-        status = WAITING
-    elif attrs.get("status") == SKIPPED:
-        status = SKIPPED
-    else:
-        status = FAILED
-    violations = {k: v for k, v in trial.constraints.items() if v > 0}
-    iou = attrs.get("iou") if status == COMPLETE else None
-    seconds = trial.duration.total_seconds() if trial.duration else None
-    return TrialRecord(
-        number=trial.number,
-        status=status,
-        candidate=attrs.get("candidate"),
-        model=attrs.get("model"),
-        knobs=dict(attrs.get("knobs") or {}),
-        resolution=attrs.get("resolution"),
-        in_channels=attrs.get("in_channels"),
-        params=attrs.get("params"),
-        macs=attrs.get("macs"),
-        activation_mb=attrs.get("activation_mb"),
-        onnx_mb=attrs.get("onnx_mb"),
-        latency_ms=attrs.get("latency_ms"),
-        latency_p90_ms=(attrs.get("latency") or {}).get("p90_ms"),
-        iou=iou,
-        feasible=status == COMPLETE and not violations,
-        violations=violations,
-        timings=dict(attrs.get("timings") or {}),
-        metrics=dict(attrs.get("metrics") or {}),
-        latency=dict(attrs.get("latency") or {}),
-        artifacts=attrs.get("artifacts"),
-        error=attrs.get("error"),
-        retry_of=attrs.get("optiseg_retry_of"),
-        duplicate_of=attrs.get("duplicate_of"),
-        imported_from=attrs.get("imported_from"),
-        worker=attrs.get("worker"),
-        seconds=seconds,
-    )
+def _objective_pairs(objectives) -> tuple[tuple[str, str], ...]:
+    if objectives is None:
+        return DEFAULT_OBJECTIVES
+    return tuple((o.metric, o.direction) if hasattr(o, "metric") else tuple(o) for o in objectives)
 
 
-def load_records(study) -> list[TrialRecord]:
-    return [record_from_trial(t) for t in study.get_trials(deepcopy=False)]
+def pareto_front(records: Iterable[TrialRecord], objectives=None) -> list[TrialRecord]:
+    """Feasible, complete records that no other one beats on every objective (default: IoU up, latency down).
 
-
-def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
-    """Feasible, complete records that no other one beats on both IoU (higher) and latency (lower).
-
-    One record per candidate (the first trial that evaluated it), sorted by latency.
+    One record per plan (the first trial that evaluated it), sorted by latency
+    (or by the last objective). ``objectives`` is a sequence of
+    :class:`~optiseg.search.objectives.Objective` or ``(metric, direction)`` pairs.
     """
+    pairs = _objective_pairs(objectives)
     seen: set[str | None] = set()
     points = []
     for record in sorted(records, key=lambda r: r.number):
-        if not record.feasible or record.iou is None or record.latency_ms is None:
+        if not record.feasible or any(record.metric(name) is None for name, _ in pairs):
             continue
-        if record.candidate in seen:
+        key = record.plan_key or f"trial-{record.number}"
+        if key in seen:
             continue
-        seen.add(record.candidate)
+        seen.add(key)
         points.append(record)
-    front = [
-        p
-        for p in points
-        if not any(_dominates(q, p) for q in points if q is not p)
-    ]
-    return sorted(front, key=lambda r: (r.latency_ms, -r.iou))
+    signed = {id(p): tuple((1.0 if d == "maximize" else -1.0) * float(p.metric(m)) for m, d in pairs) for p in points}
+    front = [p for p in points if not any(_dominates(signed[id(q)], signed[id(p)]) for q in points if q is not p)]
+    sort_metric = "latency_ms" if any(m == "latency_ms" for m, _ in pairs) else pairs[-1][0]
+    return sorted(front, key=lambda r: (r.metric(sort_metric), -(r.metric(pairs[0][0]) or 0.0), r.number))
 
 
-def _dominates(a: TrialRecord, b: TrialRecord) -> bool:
-    return a.iou >= b.iou and a.latency_ms <= b.latency_ms and (a.iou > b.iou or a.latency_ms < b.latency_ms)
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """``a`` is at least as good as ``b`` everywhere and better somewhere (larger is better after signing)."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
 def hypervolume(points: Iterable[tuple[float, float]], reference_latency_ms: float, reference_iou: float = 0.0) -> float:

@@ -1,7 +1,7 @@
-"""Small studies for the report tests, written the way optiseg/search/trial.py writes its trials.
+"""Small studies for the report tests, written through optiseg.records as the search writes its trials.
 
-No search runs: each trial gets the user attributes, constraints and
-candidate files that a real trial leaves behind (complete, too slow, failed
+No search runs: each trial gets the record, constraints and candidate files
+that a real trial leaves behind (complete, too slow, failed
 before or after measuring, and a duplicate), with tiny random-weight networks
 as checkpoints, so the report is built from the same records, folders and
 files a real study has.
@@ -71,57 +71,61 @@ def settings(space, class_names=("background", EVIL), content: str = "unknown") 
 
 
 def add_trials(study: optuna.Study, space, folder: Path | None = None, class_names=("background", EVIL), plans=PLANS) -> None:
-    """Tell ``study`` one trial per plan, with the attributes (and, given ``folder``, the files) a real trial leaves."""
+    """Tell ``study`` one trial per plan, through optiseg.records as a real trial writes them (and, given ``folder``, the files)."""
+    from optiseg import records
+    from optiseg.layout import StudyLayout
+    from optiseg.plans import Evaluation
+
+    layout = StudyLayout(folder or Path("."))
     for plan in plans:
         study.enqueue_trial(plan.params)
         trial = study.ask()
-        candidate = space.suggest(trial)  # the enqueued params, as trial.py asks for them
-        artifacts = f"candidates/{candidate.key}"
-        resolution = f"{candidate.resolution[0]}x{candidate.resolution[1]}"
-        for key, value in (("candidate", candidate.key), ("model", candidate.model), ("knobs", candidate.knob_dict),
-                           ("resolution", resolution), ("in_channels", candidate.in_channels), ("artifacts", artifacts),
-                           ("worker", "bench:1")):
-            trial.set_user_attr(key, value)
+        deployment = space.suggest(trial)  # the enqueued params, as the search asks for them
+        network = deployment.network
+        writer = records.TrialWriter(trial)
+        writer.start(deployment, layout.relative(layout.candidate(network.key)), "bench:1")
         if plan.outcome == "failed":
-            trial.set_user_attr("error", plan.error)
+            records.record_failure(trial, plan.error, retryable=False)
             study.tell(trial, state=TrialState.FAIL)
             continue
-        a = candidate.knob_dict["a"]
-        trial.set_user_attr("params", int(1_100_000 * a * a))
-        trial.set_user_attr("macs", int(80e6 * a * a * (candidate.resolution[0] / 64) ** 2))
-        trial.set_user_attr("activation_mb", 3.5 * a)
-        trial.set_user_attr("onnx_mb", 4.2 * a * a)
+        if plan.outcome == "duplicate":
+            previous = next(t for t in study.get_trials(deepcopy=False) if t.number == plan.duplicate_of)
+            writer.duplicate_of(previous)
+            study.tell(trial, list(previous.values))
+            continue
+        a = network.knob_dict["a"]
         latency = {
             "median_ms": plan.latency_ms, "mean_ms": plan.latency_ms, "p90_ms": plan.latency_ms * 1.1, "std_ms": 0.1,
             "runs": 50, "warmup": 10, "threads": 2, "graph_optimization": "all", "device_key": "local:bench",
             "facts": FACTS,
         }
-        trial.set_user_attr("latency", latency)
-        trial.set_user_attr("latency_ms", plan.latency_ms)
-        if plan.outcome == "duplicate":
-            trial.set_user_attr("duplicate_of", plan.duplicate_of)
-            trial.set_user_attr("timings", {})
-        else:
-            trial.set_user_attr("timings", {"profile_s": 0.2, "export_s": 0.6, "measure_s": 1.5})
-        trial.set_constraint("latency_ms", plan.latency_ms - MAX_LATENCY_MS)
+        cost = Evaluation(
+            metrics={"params": int(1_100_000 * a * a), "macs": int(80e6 * a * a * (network.resolution[0] / 64) ** 2),
+                     "activation_mb": 3.5 * a, "onnx_mb": 4.2 * a * a, "latency_ms": plan.latency_ms,
+                     "latency_p90_ms": plan.latency_ms * 1.1, "device_latency_ms": plan.latency_ms},
+            details={"latency": latency},
+        )
+        writer.evaluate(cost)
+        writer.timings({"profile_s": 0.2, "export_s": 0.6, "measure_s": 1.5})
+        writer.constraint("max_latency_ms", plan.latency_ms - MAX_LATENCY_MS)
         if plan.outcome == "too_slow":
-            trial.set_constraint("iou", 0.0)
-            trial.set_user_attr("status", "too_slow")
+            writer.constraint("min_iou", 0.0)
+            writer.status(records.TOO_SLOW)
             study.tell(trial, state=TrialState.PRUNED)
             continue
         if plan.outcome == "failed_measured":
-            trial.set_user_attr("error", plan.error)
+            records.record_failure(trial, plan.error, retryable=False)
             study.tell(trial, state=TrialState.FAIL)
             continue
-        metrics = {"test_iou": plan.iou, "test_class_iou": {class_names[0]: 0.97, class_names[1]: plan.iou}, "best_epoch": 3}
-        trial.set_user_attr("iou", plan.iou)
-        trial.set_user_attr("metrics", metrics)
-        if plan.outcome != "duplicate":
-            trial.set_user_attr("timings", {"profile_s": 0.2, "export_s": 0.6, "measure_s": 1.5, "train_s": 20.0})
-        trial.set_user_attr("status", "complete")
-        trial.set_constraint("iou", MIN_IOU - plan.iou)
-        if folder is not None and plan.outcome == "complete":
-            _write_training_files(folder / artifacts / "train", candidate, class_names, plan.iou)
+        training = {"test_iou": plan.iou, "test_class_iou": {class_names[0]: 0.97, class_names[1]: plan.iou}, "best_epoch": 3}
+        writer.evaluate(cost.merged(metrics={"iou": plan.iou}, per_class_iou=training["test_class_iou"],
+                                    details={"training": training}))
+        writer.timings({"profile_s": 0.2, "export_s": 0.6, "measure_s": 1.5, "train_s": 20.0})
+        writer.trained()
+        writer.status(records.COMPLETE)
+        writer.constraint("min_iou", MIN_IOU - plan.iou)
+        if folder is not None:
+            _write_training_files(layout.network(network.key).train, network, class_names, plan.iou)
         study.tell(trial, [plan.iou, plan.latency_ms])
 
 
@@ -144,12 +148,18 @@ def _write_training_files(run_dir: Path, candidate, class_names, iou: float) -> 
     (run_dir / "metrics.json").write_text(json.dumps({"test_iou": iou, "history": history}), encoding="utf-8")
 
 
+def _write_settings(study, values) -> None:
+    from optiseg import records
+
+    records.write_study_settings(study, values, "test")
+
+
 def memory_study(class_names=("background", EVIL)) -> optuna.Study:
     """An in-memory study holding :data:`PLANS`, with the settings a search stores."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = search_space()
     study = optuna.create_study(directions=["maximize", "minimize"], study_name=EVIL)
-    study.set_user_attr("optiseg_settings", settings(space, class_names))
+    _write_settings(study, settings(space, class_names))
     add_trials(study, space, class_names=class_names)
     return study
 
@@ -180,6 +190,6 @@ def study_folder(root: Path, *, name: str = EVIL, class_names=("background", EVI
     content = load_dataset(load_config(config_path).config.data).fingerprint()
     space = search_space()
     study = optuna.create_study(directions=["maximize", "minimize"], study_name=name, storage=storage)
-    study.set_user_attr("optiseg_settings", settings(space, class_names, content))
+    _write_settings(study, settings(space, class_names, content))
     add_trials(study, space, folder, class_names)
     return folder

@@ -211,11 +211,12 @@ if pytest is not None:
     def tiny_onnx(tmp_path_factory) -> Path:
         """Fast-SCNN (a=0.125, t=2, r=1, no pyramid pooling) at 64x64, exported by optiseg."""
         from optiseg.export import export_onnx
+        from optiseg.network import Network
         from optiseg.models import build_model
 
         knobs = {"a": 0.125, "t": 2, "r": 1, "pp": 0}
         path = tmp_path_factory.mktemp("models") / "fastscnn-tiny.onnx"
-        export_onnx(build_model("fastscnn", knobs, 1), path, resolution=(64, 64), model_name="fastscnn", knobs=knobs, num_classes=1)
+        export_onnx(build_model("fastscnn", knobs, 1), path, Network.create("fastscnn", knobs, (64, 64), num_classes=1))
         return path
 
     @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import torch
 
 from optiseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from optiseg.errors import ExportError
+from optiseg.network import Network
 from optiseg.export import export_onnx, read_metadata
 from optiseg.models import build_model, list_models
 
@@ -33,7 +34,7 @@ def _onnx_vs_torch(model, path, size, in_channels=3):
 @pytest.mark.parametrize("size", [(64, 64), (192, 192), (544, 960)])
 def test_parity_with_every_module_on(name, size, tmp_path):
     model = build_model(name, FULL_KNOBS[name], num_classes=1)
-    result = export_onnx(model, tmp_path / "m.onnx", resolution=size, model_name=name, knobs=FULL_KNOBS[name], num_classes=1)
+    result = export_onnx(model, tmp_path / "m.onnx", Network.create(name, FULL_KNOBS[name], size, num_classes=1))
     assert result.max_abs_diff <= 1e-4
     assert _onnx_vs_torch(model, result.path, size) <= 1e-4  # on a second, independent input
 
@@ -41,7 +42,7 @@ def test_parity_with_every_module_on(name, size, tmp_path):
 @pytest.mark.parametrize("name", list_models())
 def test_graph_is_clean_and_valid(name, tmp_path):
     model = build_model(name, num_classes=3)
-    result = export_onnx(model, tmp_path / "m.onnx", resolution=(544, 960), model_name=name, knobs={}, num_classes=3)
+    result = export_onnx(model, tmp_path / "m.onnx", Network.create(name, {}, (544, 960), num_classes=3))
     graph = onnx.load(str(result.path))
     onnx.checker.check_model(graph, full_check=True)
     ops = Counter(node.op_type for node in graph.graph.node)
@@ -59,12 +60,11 @@ def test_graph_is_clean_and_valid(name, tmp_path):
 def test_metadata_tells_how_to_preprocess(tmp_path):
     model = build_model("fastscnn", {"a": 0.5}, num_classes=3, in_channels=1)
     export_onnx(
-        model, tmp_path / "m.onnx", resolution=(128, 192), model_name="fastscnn", knobs={"a": 0.5}, num_classes=3,
-        in_channels=1, class_names=["background", "box", "<script>"],
+        model, tmp_path / "m.onnx", Network.create("fastscnn", {"a": 0.5}, (128, 192), in_channels=1, num_classes=3), class_names=["background", "box", "<script>"],
     )
     meta = read_metadata(tmp_path / "m.onnx")
     assert meta["model"] == "fastscnn"
-    assert json.loads(meta["knobs"]) == {"a": 0.5}
+    assert json.loads(meta["knobs"]) == {"a": 0.5, "t": 6, "r": 3, "pp": True}  # every knob, resolved
     assert meta["resolution"] == "128x192"
     assert meta["num_classes"] == "3"
     assert json.loads(meta["class_names"]) == ["background", "box", "<script>"]
@@ -84,18 +84,18 @@ def test_export_loads_trained_weights(tmp_path):
         {"model": "fastscnn", "knobs": {"a": 0.25}, "num_classes": 2, "in_channels": 3, "state_dict": model.state_dict()},
     )
     restored = model_from_checkpoint(load_checkpoint(tmp_path / "ckpt.pt"))
-    result = export_onnx(restored, tmp_path / "m.onnx", resolution=(96, 96), model_name="fastscnn", knobs={"a": 0.25}, num_classes=2)
+    result = export_onnx(restored, tmp_path / "m.onnx", Network.create("fastscnn", {"a": 0.25}, (96, 96), num_classes=2))
     assert _onnx_vs_torch(model, result.path, (96, 96)) <= 1e-4
 
 
 def test_parity_failure_is_reported_and_nothing_written(tmp_path):
     model = build_model("fastscnn", {"a": 0.25}, num_classes=1)
     with pytest.raises(ExportError, match="onnxruntime and PyTorch disagree"):
-        export_onnx(model, tmp_path / "m.onnx", resolution=(64, 64), model_name="fastscnn", knobs={}, num_classes=1, tolerance=-1.0)
+        export_onnx(model, tmp_path / "m.onnx", Network.create("fastscnn", {}, (64, 64), num_classes=1), tolerance=-1.0)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_export_keeps_training_mode(tmp_path):
     model = build_model("fastscnn", {"a": 0.25}).train()
-    export_onnx(model, tmp_path / "m.onnx", resolution=(64, 64), model_name="fastscnn", knobs={}, num_classes=1)
+    export_onnx(model, tmp_path / "m.onnx", Network.create("fastscnn", {}, (64, 64), num_classes=1))
     assert model.training

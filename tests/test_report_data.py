@@ -51,7 +51,9 @@ def records(study):
 
 @pytest.fixture(scope="module")
 def settings(study):
-    return study.user_attrs["optiseg_settings"]
+    from optiseg import records
+
+    return records.study_settings(study)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +136,7 @@ def test_tier_is_the_highest_tier_among_changed_knobs(values, expected):
 
 
 def test_one_category_per_value_however_it_is_written():
-    records = [TrialRecord(number=i, status="complete", resolution=res, iou=0.5, latency_ms=1.0 + i, feasible=True)
+    records = [TrialRecord.make(number=i, status="complete", resolution=res, iou=0.5, latency_ms=1.0 + i, feasible=True)
                for i, res in enumerate(["192", "192x192", "96x96"])]
     data = tradeoff_data(records, knobs=["resolution"])
     option = data.color_options[1]
@@ -171,7 +173,7 @@ def test_failed_rows_list_every_failure_with_its_error(records):
 
 
 def _rec(number, a, t, iou, latency, status="complete"):
-    return TrialRecord(number=number, status=status, candidate=f"c{number}", knobs={"a": a, "t": t}, resolution="64x64",
+    return TrialRecord.make(number=number, status=status, candidate=f"c{number}", knobs={"a": a, "t": t}, resolution="64x64",
                        in_channels=3, iou=iou, latency_ms=latency, feasible=status == "complete")
 
 
@@ -282,7 +284,7 @@ def test_format_seconds():
 
 
 def test_hover_text_escapes_user_strings():
-    record = TrialRecord(number=1, status="failed", model="m<i>", knobs={"a": EVIL}, resolution="64x64", error=EVIL)
+    record = TrialRecord.make(number=1, status="failed", model="m<i>", knobs={"a": EVIL}, resolution="64x64", error=EVIL)
     text = hover_text(record)
     assert "<script>" not in text and "<i>" not in text
     assert html.escape(EVIL) in text
@@ -408,7 +410,7 @@ def test_the_page_of_the_whole_expert_space_stays_under_10_mb():
         knobs = dict(zip(space.choices, values))
         latency = float(rng.uniform(0.5, 60.0))
         trained = latency <= 30.0
-        records.append(TrialRecord(
+        records.append(TrialRecord.make(
             number=number, status="complete" if trained else "too_slow", candidate=f"c{number}", model="fastscnn",
             knobs={k: knobs[k] for k in ("a", "t", "r", "pp")}, resolution=f"{knobs['resolution']}x{knobs['resolution']}",
             in_channels=knobs["in_channels"], params=1_122_673, macs=829_591_552, activation_mb=100.1, latency_ms=latency,

@@ -11,7 +11,7 @@ from optiseg.results import TrialRecord, default_reference_latency, hypervolume,
 
 
 def rec(number, iou, latency, status="complete", feasible=True, candidate=None):
-    return TrialRecord(number=number, status=status, iou=iou, latency_ms=latency, feasible=feasible, candidate=candidate or f"c{number}")
+    return TrialRecord.make(number=number, status=status, iou=iou, latency_ms=latency, feasible=feasible, candidate=candidate or f"c{number}")
 
 
 def test_front_keeps_only_non_dominated_feasible_points():

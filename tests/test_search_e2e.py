@@ -15,6 +15,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from optiseg import records
+from optiseg.layout import StudyLayout
+from optiseg.records import read_record
 from postgres import postgres_url  # noqa: F401  (fixture)
 
 pytest_plugins = ("sshd",)
@@ -67,24 +70,26 @@ def test_measure_before_train_front_and_deploy(cli, tmp_path, data_root):
     result = cli("search", str(config), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["counts"] == {"complete": 2, "too_slow": 1, "failed": 0, "running": 0, "duplicate": 0, "imported": 0}
+    assert summary["counts"] == {"complete": 2, "too_slow": 1, "failed": 0, "interrupted": 0, "running": 0, "skipped": 0,
+                                 "duplicate": 0, "imported": 0, "networks_trained": 2}
     assert summary["sampler"] == "grid" and summary["front"]
 
     study = load_study(tmp_path, "e2e")
-    too_slow = [t for t in study.trials if t.user_attrs.get("resolution") == "1024x1024"]
+    too_slow = [t for t in study.trials if read_record(t).resolution == "1024x1024"]
     assert len(too_slow) == 1
     slow = too_slow[0]
     assert slow.state == TrialState.PRUNED and slow.values is None
-    assert "iou" not in slow.user_attrs and slow.user_attrs["latency_ms"] > 5
-    assert slow.constraints["latency_ms"] > 0  # the sampler sees it as infeasible
-    slow_folder = tmp_path / "runs" / "e2e" / slow.user_attrs["artifacts"]
-    assert (slow_folder / "candidate.onnx").is_file() and not (slow_folder / "train").exists()  # never trained
-    assert study.trials[0].user_attrs.get("baseline") and study.trials[0].params == {"resolution": 64}
+    slow_record = read_record(slow)
+    assert slow_record.iou is None and "iou" not in slow_record.evaluation.metrics and slow_record.latency_ms > 5
+    assert slow.constraints["max_latency_ms"] > 0  # the sampler sees it as infeasible
+    slow_folder = StudyLayout(tmp_path / "runs" / "e2e").network_at(slow_record.artifacts)
+    assert slow_folder.untrained_onnx.is_file() and not slow_folder.train.exists()  # never trained
+    assert records.is_baseline(study.trials[0]) and study.trials[0].params == {"resolution": 64}
 
     front = json.loads(cli("front", str(tmp_path / "runs" / "e2e"), "--json").stdout)
     assert front["trials"] and all(t["feasible"] for t in front["trials"])
     everything = cli("front", str(config), "--all", "--csv").stdout.splitlines()
-    assert everything[0].startswith("trial,model,resolution") and len(everything) == 4
+    assert everything[0].startswith("trial,status,plan,mode,precision,model,resolution") and len(everything) == 4
 
     refused = cli("deploy", str(tmp_path / "runs" / "e2e"), "--trial", str(slow.number), "-o", str(tmp_path / "d1"))
     assert refused.returncode == 2 and "too slow" in refused.stderr and "Traceback" not in refused.stderr
@@ -103,7 +108,7 @@ def test_measure_before_train_front_and_deploy(cli, tmp_path, data_root):
     assert Image.open(tmp_path / "masks" / f"{image.stem}.png").size == Image.open(image).size
 
     again = cli("search", str(config))
-    assert again.returncode == 0 and "budget of 3 trials reached" in again.stdout
+    assert again.returncode == 0 and "budget of 3 networks reached" in again.stdout
     assert len(load_study(tmp_path, "e2e").trials) == 3  # nothing rerun
 
 
@@ -130,11 +135,11 @@ def test_sigkill_during_training_resumes(tmp_path, data_root):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(complete) == 3
-    assert len({t.user_attrs["candidate"] for t in complete}) == 3  # none repeated
+    assert len({records.network_key_of(t) for t in complete}) == 3  # none repeated
     assert len(failed) == 1
-    retry = [t for t in complete if t.user_attrs.get("optiseg_retry_of") == failed[0].number]
+    retry = [t for t in complete if records.retry_of(t) == failed[0].number]
     assert len(retry) == 1 and retry[0].params == failed[0].params
-    log = (tmp_path / "runs" / "killed" / retry[0].user_attrs["artifacts"] / "train" / "train.log").read_text()
+    log = (StudyLayout(tmp_path / "runs" / "killed").network_at(read_record(retry[0]).artifacts).train / "train.log").read_text()
     assert "resumed from" in log
 
 
@@ -160,9 +165,9 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_queue_the_trial(tmp_path, data_root
     assert process.returncode == 130, err
     assert "Traceback" not in err and "stopped" in err and "Run the same command to resume" in err
     trials = load_study(tmp_path, "stopped").trials
-    interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
+    interrupted = [t for t in trials if read_record(t).status == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
-    queued = [t for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("optiseg_retry_of") == interrupted[0].number]
+    queued = [t for t in trials if t.state == TrialState.WAITING and records.retry_of(t) == interrupted[0].number]
     assert len(queued) == 1
 
 
@@ -182,13 +187,13 @@ def test_two_workers_share_one_study(tmp_path, data_root, storage_kind, request)
     from optiseg.search.storage import open_storage, parse_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(parse_storage(storage, tmp_path, tmp_path)))
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE and not records.is_duplicate(t)]
     assert len(complete) == 4  # the global budget holds: four distinct candidates
-    assert len({t.user_attrs["candidate"] for t in complete}) == 4  # none evaluated twice
-    for reused in (t for t in study.trials if "duplicate_of" in t.user_attrs):  # re-proposals copy, never retrain
-        assert reused.values == study.trials[reused.user_attrs["duplicate_of"]].values
+    assert len({records.network_key_of(t) for t in complete}) == 4  # none evaluated twice
+    for reused in (t for t in study.trials if records.is_duplicate(t)):  # re-proposals copy, never retrain
+        assert reused.values == study.trials[read_record(reused).duplicate_of].values
     others = [t for t in study.trials if t.state not in (TrialState.COMPLETE, TrialState.WAITING)]
-    assert all(t.user_attrs.get("status") == "skipped" for t in others), [(t.number, t.state, t.user_attrs) for t in others]
+    assert all(records.is_skipped(t) for t in others), [(t.number, t.state, t.user_attrs) for t in others]
 
 
 def test_a_second_process_on_one_sqlite_file_is_refused(cli, tmp_path, data_root):
@@ -222,18 +227,18 @@ def test_a_failing_trial_fails_that_trial_only(tmp_path, data_root, monkeypatch)
     from optiseg.config import load_config
     from optiseg.search import run_search
 
-    real = optiseg.training.train_candidate
+    real = optiseg.training.train_network
 
-    def flaky(**kwargs):
-        if kwargs["resolution"] == (96, 96):
+    def flaky(network, **kwargs):
+        if network.resolution == (96, 96):
             raise RuntimeError("simulated out-of-memory")
-        return real(**kwargs)
+        return real(network, **kwargs)
 
-    monkeypatch.setattr(optiseg.training, "train_candidate", flaky)
+    monkeypatch.setattr(optiseg.training, "train_network", flaky)
     summary = run_search(load_config(make_config(tmp_path, data_root, "flaky")), quiet=True)
     assert summary.counts["failed"] == 1 and summary.counts["complete"] == 2
     failed = [t for t in load_study(tmp_path, "flaky").trials if t.state == TrialState.FAIL]
-    assert failed[0].user_attrs["error"] == "RuntimeError: simulated out-of-memory"
+    assert records.error_of(failed[0]) == "RuntimeError: simulated out-of-memory"
     assert "simulated out-of-memory" in (tmp_path / "runs" / "flaky" / "trials" / f"{failed[0].number:04d}.error.log").read_text()
 
 
@@ -250,17 +255,18 @@ def test_a_higher_tier_warm_starts_from_a_lower_one(cli, tmp_path, data_root):
     counts = json.loads(result.stdout)["counts"]
     assert counts["imported"] == 2 and counts["complete"] + counts["too_slow"] == 1  # the budget buys one new candidate
     study = load_study(tmp_path, "tier2")
-    imported = [t for t in study.trials if "imported_from" in t.user_attrs]
-    assert sorted(t.user_attrs["imported_from"] for t in imported) == ["tier1#0", "tier1#1"]
+    imported = [t for t in study.trials if records.is_imported(t)]
+    assert sorted(read_record(t).imported_from for t in imported) == ["tier1#0", "tier1#1"]
     for trial in imported:  # figures copied, artifacts present, nothing retrained
-        log = (tmp_path / "runs" / "tier2" / trial.user_attrs["artifacts"] / "train" / "train.log").read_text()
+        log = (StudyLayout(tmp_path / "runs" / "tier2").network_at(read_record(trial).artifacts).train / "train.log").read_text()
         assert log.count("training fastscnn") == 1
     changed = make_config(
         tmp_path, data_root, "tier3", effort="intermediate", training={"epochs": 1, "batch_size": 4},
         warm_start=str(tmp_path / "runs" / "tier1"),
     )
     refused = cli("search", str(changed))
-    assert refused.returncode == 1 and "not comparable" in refused.stderr and "training.epochs" in refused.stderr
+    assert refused.returncode == 2 and "not comparable" in refused.stderr and "training.epochs" in refused.stderr
+    assert not (tmp_path / "runs" / "tier3").exists()  # a failed start leaves no half-made study
 
 
 def test_a_search_timed_over_ssh(cli, tmp_path, data_root, sshd):
@@ -279,4 +285,4 @@ def test_a_search_timed_over_ssh(cli, tmp_path, data_root, sshd):
     assert result.returncode == 0, result.stderr
     trial = load_study(tmp_path, "over-ssh").trials[0]
     assert trial.state == TrialState.COMPLETE
-    assert trial.user_attrs["latency"]["device_key"].startswith("ssh:") and trial.user_attrs["latency_ms"] > 0
+    assert read_record(trial).latency["device_key"].startswith("ssh:") and read_record(trial).latency_ms > 0

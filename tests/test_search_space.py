@@ -31,7 +31,7 @@ def test_tiers_open_the_thesis_knobs():
 def test_baseline_is_the_default_model_at_the_users_resolution():
     space = build_search_space("fastscnn", "intermediate", resolution="192")
     assert space.baseline_params() == {"resolution": 192, "a": 1.0, "t": 6}
-    candidate = space.candidate(space.baseline_params())
+    candidate = space.network(space.baseline_params())
     assert candidate.resolution == (192, 192)
     assert candidate.knob_dict == {"a": 1.0, "t": 6, "r": 3, "pp": True}
 
@@ -73,7 +73,7 @@ def test_suggest_builds_valid_candidates():
     keys = set()
     for _ in range(20):
         trial = study.ask()
-        candidate = space.suggest(trial)
+        candidate = space.suggest(trial).network
         keys.add(candidate.key)
         assert candidate.resolution in ((64, 64), (96, 96))
         study.tell(trial, [0.5, 1.0])

@@ -10,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from optiseg.errors import StudyError
-from optiseg.search.lease import RETRY_ATTR, LeaseSettings, TrialLease, recover_stale_trials
+from optiseg import records
+from optiseg.search.lease import LeaseSettings, TrialLease, recover_stale_trials
 from optiseg.search.storage import SQLiteWriterLock, mask_password, open_storage, parse_storage
 
 
@@ -66,7 +67,7 @@ def test_expired_leases_are_failed_and_retried_once(tmp_path):
     dead = _running_trial(study, {"x": 2})
     settings = LeaseSettings(renew_every_s=0.1, valid_for_s=0.5)
     with TrialLease(alive, settings):
-        dead.set_user_attr("optiseg_lease_until", time.time() - 1)
+        records.renew_lease(dead, time.time() - 1)
         time.sleep(0.3)
         assert recover_stale_trials(study, settings=settings) == [dead.number]
         # a second worker racing for the same trial gets nothing
@@ -75,7 +76,7 @@ def test_expired_leases_are_failed_and_retried_once(tmp_path):
         assert states[alive.number] == TrialState.RUNNING and states[dead.number] == TrialState.FAIL
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 1
     retry = study.ask({"x": optuna.distributions.CategoricalDistribution([1, 2, 3])})
-    assert retry.params == {"x": 2} and retry.user_attrs[RETRY_ATTR] == dead.number
+    assert retry.params == {"x": 2} and records.retry_of(retry) == dead.number
 
 
 def test_exclusive_owner_retries_every_running_trial(tmp_path):

@@ -14,7 +14,8 @@ from optiseg.checkpoint import load_checkpoint
 from optiseg.config import TrainingConfig
 from optiseg.data import DatasetCache, load_dataset
 from optiseg.errors import UsageError
-from optiseg.training import Reporter, train_candidate
+from optiseg.network import Network
+from optiseg.training import Reporter, train_network
 
 FAST = {"a": 0.25, "t": 2, "r": 1, "pp": 1}
 RESOLUTION = (64, 64)
@@ -47,7 +48,7 @@ class Recorder(Reporter):
 
 def test_binary_training_writes_the_run_folder(binary, cache, tmp_path):
     recorder = Recorder()
-    result = train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(epochs=2), run_dir=tmp_path,
+    result = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(epochs=2), run_dir=tmp_path,
                              cache=cache, reporter=recorder, export_onnx=True)
     assert {p.name for p in tmp_path.iterdir()} >= {"checkpoint.pt", "best.pt", "metrics.json", "model.onnx", "train.log"}
     assert [e[:3] for e in recorder.events] == [("start", 1, 2), ("end", 1, 2), ("start", 2, 2), ("end", 2, 2)]
@@ -69,7 +70,7 @@ def test_multi_class_luma_training_with_finer_masks(tmp_path):
     root = synthetic(tmp_path / "data", n=16, classes=4, size=(192, 128))
     dataset = load_dataset(data_config(root, masks="index", classes=["background", "package", "label", "tape"]))
     assert dataset.num_classes == 4
-    result = train_candidate("fastscnn", FAST, (64, 96), in_channels=1, dataset=dataset,
+    result = train_network(Network.create("fastscnn", FAST, (64, 96), in_channels=1, num_classes=dataset.num_classes), dataset=dataset,
                              training=settings(dice_weight=0.5, label_scale=3), run_dir=tmp_path / "run", export_onnx=False)
     m = result.metrics
     assert result.onnx is None and m["in_channels"] == 1
@@ -79,13 +80,13 @@ def test_multi_class_luma_training_with_finer_masks(tmp_path):
 
 
 def test_bisenetv2_trains_with_batches_of_two(binary, cache, tmp_path):
-    result = train_candidate("bisenetv2", {"a": 0.25, "head_mid": 16}, RESOLUTION, dataset=binary,
+    result = train_network(Network.create("bisenetv2", {"a": 0.25, "head_mid": 16}, RESOLUTION, num_classes=binary.num_classes), dataset=binary,
                              training=settings(batch_size=2), run_dir=tmp_path, cache=cache, export_onnx=False)
     assert result.metrics["epochs_run"] == 1
 
 
 def test_a_learnable_task_is_learned(binary, cache, tmp_path):
-    result = train_candidate("fastscnn", {"a": 0.5, "t": 2, "r": 1}, RESOLUTION, dataset=binary,
+    result = train_network(Network.create("fastscnn", {"a": 0.5, "t": 2, "r": 1}, RESOLUTION, num_classes=binary.num_classes), dataset=binary,
                              training=settings(epochs=30, lr=0.01), run_dir=tmp_path, cache=cache, export_onnx=False)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.6 * losses[0]
@@ -94,7 +95,7 @@ def test_a_learnable_task_is_learned(binary, cache, tmp_path):
 
 
 def test_resumed_run_equals_an_uninterrupted_one(binary, cache, tmp_path):
-    straight = train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(epochs=2),
+    straight = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(epochs=2),
                                run_dir=tmp_path / "straight", cache=cache, export_onnx=False)
 
     class StopAfterFirstEpoch(Reporter):
@@ -102,11 +103,11 @@ def test_resumed_run_equals_an_uninterrupted_one(binary, cache, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(epochs=2),
+        train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(epochs=2),
                         run_dir=tmp_path / "split", cache=cache, reporter=StopAfterFirstEpoch(), export_onnx=False)
     assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
     assert not (tmp_path / "split" / "metrics.json").exists()
-    resumed = train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(epochs=2),
+    resumed = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(epochs=2),
                               run_dir=tmp_path / "split", cache=cache, export_onnx=False)
     assert resumed.metrics["resumed_from"] == [1] and resumed.metrics["epochs_run"] == 2
     a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["state_dict"]
@@ -117,25 +118,25 @@ def test_resumed_run_equals_an_uninterrupted_one(binary, cache, tmp_path):
 
 
 def test_finished_run_is_returned_without_training_and_other_runs_are_refused(binary, cache, tmp_path):
-    first = train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(), run_dir=tmp_path,
+    first = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(), run_dir=tmp_path,
                             cache=cache, export_onnx=False)
     recorder = Recorder()
-    again = train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(), run_dir=tmp_path,
+    again = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(), run_dir=tmp_path,
                             cache=cache, reporter=recorder, export_onnx=False)
     assert recorder.events == [] and again.metrics == first.metrics
     for change in ({"knobs": {**FAST, "a": 0.5}}, {"resolution": (96, 64)}, {"training": settings(lr=0.01)}):
         call = {"knobs": FAST, "resolution": RESOLUTION, "training": settings(), **change}
         with pytest.raises(UsageError, match="holds another training run"):
-            train_candidate("fastscnn", call["knobs"], call["resolution"], dataset=binary, training=call["training"],
+            train_network(Network.create("fastscnn", call["knobs"], call["resolution"], num_classes=binary.num_classes), dataset=binary, training=call["training"],
                             run_dir=tmp_path, cache=cache, export_onnx=False)
     # Asking for the ONNX file later exports it from the stored best weights.
-    exported = train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(), run_dir=tmp_path,
+    exported = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(), run_dir=tmp_path,
                                cache=cache, reporter=recorder, export_onnx=True)
     assert exported.onnx is not None and exported.onnx.is_file() and recorder.events == []
 
 
 def test_early_stopping_and_selection_by_iou(binary, cache, tmp_path):
-    result = train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary,
+    result = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary,
                              training=settings(epochs=5, lr=1e-12, patience=1, select_by="val_iou"),
                              run_dir=tmp_path, cache=cache, export_onnx=False)
     assert result.metrics["stopped_early"] and result.metrics["epochs_run"] == 2 and result.metrics["best_epoch"] == 1
@@ -144,7 +145,7 @@ def test_early_stopping_and_selection_by_iou(binary, cache, tmp_path):
 
 def test_batch_larger_than_the_training_split_is_refused(binary, cache, tmp_path):
     with pytest.raises(UsageError, match="fewer than training.batch_size = 64"):
-        train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(batch_size=64), run_dir=tmp_path,
+        train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(batch_size=64), run_dir=tmp_path,
                         cache=cache, export_onnx=False)
 
 
@@ -159,7 +160,7 @@ def test_ignored_pixels_are_left_out_of_training_and_scores(tmp_path):
         cv2.imwrite(str(path), mask)
     dataset = load_dataset(data_config(root, ignore_index=128))
     assert dataset.ignore_index == 255
-    result = train_candidate("fastscnn", FAST, RESOLUTION, dataset=dataset, training=settings(), run_dir=tmp_path / "run",
+    result = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=dataset.num_classes), dataset=dataset, training=settings(), run_dir=tmp_path / "run",
                              export_onnx=False)
     scored = sum(96 * 64 - 64 * 8 for _ in dataset.test)
     assert result.metrics["test_loss"] is not None
@@ -174,5 +175,5 @@ def test_two_trainings_cannot_share_a_run_folder(binary, cache, tmp_path):
 
     with locked(tmp_path):  # as another process training there would hold it
         with pytest.raises(UsageError, match="another optiseg process is training in"):
-            train_candidate("fastscnn", FAST, RESOLUTION, dataset=binary, training=settings(), run_dir=tmp_path,
+            train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(), run_dir=tmp_path,
                             cache=cache, export_onnx=False)

@@ -131,17 +131,16 @@ def _resolve_network(args: argparse.Namespace):
 
 def run_summary(args: argparse.Namespace) -> int:
     from ..export import export_onnx
-    from ..models import build_model, format_resolution
+    from ..models import format_resolution
+    from ..network import Network
     from ..profile import profile_model
 
     name, knobs, classes, in_channels, resolution, _ = _resolve_network(args)
-    model = build_model(name, knobs, classes, in_channels)
-    profile = profile_model(model, (1, in_channels, *resolution))
+    network = Network.create(name, knobs, resolution, in_channels=in_channels, num_classes=classes)
+    model = network.build()
+    profile = profile_model(model, network.input_shape)
     with tempfile.TemporaryDirectory() as tmp:
-        exported = export_onnx(
-            model, Path(tmp) / "model.onnx", resolution=resolution, model_name=name, knobs=knobs,
-            num_classes=classes, in_channels=in_channels,
-        )
+        exported = export_onnx(model, Path(tmp) / "model.onnx", network)
     result = {
         "model": name,
         "knobs": knobs,
@@ -174,16 +173,15 @@ def run_summary(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..checkpoint import model_from_checkpoint
     from ..export import export_onnx
-    from ..models import build_model, format_resolution
+    from ..models import format_resolution
+    from ..network import Network
 
     name, knobs, classes, in_channels, resolution, payload = _resolve_network(args)
-    model = model_from_checkpoint(payload) if payload is not None else build_model(name, knobs, classes, in_channels)
+    network = Network.create(name, knobs, resolution, in_channels=in_channels, num_classes=classes)
+    model = model_from_checkpoint(payload) if payload is not None else network.build()
     class_names = payload.get("class_names") if payload else None
     with stderr_console().status(f"exporting {name} at {format_resolution(resolution)}"):
-        result = export_onnx(
-            model, args.output, resolution=resolution, model_name=name, knobs=knobs, num_classes=classes,
-            in_channels=in_channels, class_names=class_names,
-        )
+        result = export_onnx(model, args.output, network, class_names=class_names)
     report = {
         "path": str(result.path),
         "onnx_mb": round(result.size_mb, 4),

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import shlex
 import sys
 from pathlib import Path
 
 from ._common import print_json, stderr_console, stdout_console
 
-FRONT_COLUMNS = ("trial", "model", "resolution", "in_channels", "knobs", "params", "macs", "activation_mb",
-                 "latency_ms", "latency_p90_ms", "fps", "iou", "feasible", "status")
+FRONT_COLUMNS = ("trial", "status", "plan", "mode", "precision", "model", "resolution", "in_channels", "knobs",
+                 "params", "macs", "activation_mb", "onnx_mb", "device_mb", "latency_ms", "latency_p90_ms", "fps",
+                 "iou", "miou", "feasible", "duplicate_of", "imported_from", "retry_of", "error", "error_retryable")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,12 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     front = subparsers.add_parser(
         "front",
         help="print a study's Pareto front",
-        description="Print the IoU-latency Pareto front of a study (feasible, trained candidates that no other beats on both).",
+        description="Print the Pareto front of a study: feasible, trained plans that no other beats on every objective "
+        "(by default IoU and latency). Each deployment plan of a network (FP32, INT8, ...) is a row of its own.",
         epilog="examples:\n  optiseg front runs/quickstart\n  optiseg front examples/quickstart.yaml --csv > front.csv\n  optiseg front runs/quickstart --all --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     front.add_argument("study", type=Path, help="study folder (e.g. runs/quickstart) or the study's config file")
-    front.add_argument("--all", action="store_true", help="every trial, not only the front")
+    front.add_argument("--all", action="store_true", help="every trial with its status and cause, not only the front")
+    front.add_argument("--mode", action="append", metavar="MODE",
+                       help="only plans of this deployment mode or precision (device, int8, fp32; repeatable)")
     output = front.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object")
     output.add_argument("--csv", action="store_true", help="CSV on stdout")
@@ -104,9 +109,13 @@ def _print_summary(summary) -> None:
     from ..search.progress import format_duration, front_table
 
     counts = summary.counts
+    parts = [f"{counts.get('complete', 0)} plans complete ({counts.get('networks_trained', 0)} networks trained)",
+             f"{counts.get('too_slow', 0)} too slow"]
+    for key, label in (("failed", "failed"), ("interrupted", "interrupted"), ("skipped", "skipped"), ("imported", "imported")):
+        if counts.get(key):
+            parts.append(f"{counts[key]} {label}")
     line = (
-        f"{summary.study}: {summary.stop_reason}; {counts.get('complete', 0)} trained, "
-        f"{counts.get('too_slow', 0)} too slow, {counts.get('failed', 0)} failed "
+        f"{summary.study}: {summary.stop_reason}; {', '.join(parts)} "
         f"({summary.finished_this_run} this run, {format_duration(summary.elapsed_s)}, sampler {summary.sampler})"
     )
     if summary.interrupted:
@@ -118,51 +127,64 @@ def _print_summary(summary) -> None:
     console = stdout_console()
     console.print(line, soft_wrap=True)
     if summary.front:
-        console.print(front_table(summary.front, title=f"Pareto front ({len(summary.front)} candidates)"))
+        console.print(front_table(summary.front, title=f"Pareto front ({len(summary.front)} plans)"))
         best = summary.front[-1]
+        folder = shlex.quote(str(summary.folder))
         console.print(
-            f"next: optiseg front {summary.folder}  |  optiseg report {summary.folder}  |  "
-            f"optiseg deploy {summary.folder} --trial {best.number} -o deploy/",
-            soft_wrap=True,
+            f"next: optiseg front {folder}  |  optiseg report {folder}  |  "
+            f"optiseg deploy {folder} --trial {best.number} -o deploy/",
+            soft_wrap=True, markup=False,
         )
     else:
-        console.print("no feasible trained candidate yet: relax the constraints or give the search more trials", soft_wrap=True)
+        console.print("no feasible trained plan yet: relax the constraints or give the search more trials", soft_wrap=True)
 
 
-def _front_rows(records):
+def _front_rows(trial_records):
+    """One flat row per trial: the columns of FRONT_COLUMNS, every named metric, the per-class IoU."""
     rows = []
-    for r in records:
-        row = r.as_dict()
+    for r in trial_records:
         rows.append({
-            "trial": r.number, "model": r.model, "resolution": r.resolution, "in_channels": r.in_channels,
-            "knobs": row["knobs"], "params": r.params, "macs": r.macs, "activation_mb": r.activation_mb,
-            "latency_ms": r.latency_ms, "latency_p90_ms": r.latency_p90_ms, "fps": r.fps, "iou": r.iou,
-            "feasible": r.feasible, "status": r.status,
+            "trial": r.number, "status": r.status, "plan": r.plan_key, "mode": r.mode, "precision": r.precision,
+            "model": r.model, "resolution": r.resolution, "in_channels": r.in_channels, "knobs": r.knobs,
+            "params": r.params, "macs": r.macs, "activation_mb": r.activation_mb, "onnx_mb": r.onnx_mb,
+            "device_mb": r.metric("device_mb"), "latency_ms": r.latency_ms, "latency_p90_ms": r.latency_p90_ms,
+            "fps": r.fps, "iou": r.iou, "miou": r.metric("miou") if r.iou is not None else None,
+            "feasible": r.feasible, "duplicate_of": r.duplicate_of, "imported_from": r.imported_from,
+            "retry_of": r.retry_of, "error": r.error, "error_retryable": r.error_retryable if r.error else None,
+            "metrics": dict(r.evaluation.metrics), "per_class_iou": dict(r.evaluation.per_class_iou),
+            "violations": r.violations,
         })
     return rows
 
 
 def run_front(args: argparse.Namespace) -> int:
+    from .. import records as store
     from ..results import load_records, pareto_front
     from ..search import open_existing_study
+    from ..search.objectives import objectives_from
     from ..search.progress import front_table
 
     handle = open_existing_study(args.study)
-    records = load_records(handle.study)
-    chosen = sorted(records, key=lambda r: r.number) if args.all else pareto_front(records)
+    trial_records = load_records(handle.study)
+    objectives = objectives_from(store.study_settings(handle.study).get("objectives"))
+    chosen = sorted(trial_records, key=lambda r: r.number) if args.all else pareto_front(trial_records, objectives)
+    if args.mode:
+        chosen = [r for r in chosen if r.mode in args.mode or r.precision in args.mode]
     rows = _front_rows(chosen)
     if args.json:
-        print_json({"study": handle.name, "folder": str(handle.paths.folder), "trials": rows})
+        print_json({"study": handle.name, "folder": str(handle.paths.folder),
+                    "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives], "trials": rows})
     elif args.csv:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FRONT_COLUMNS)
+        writer = csv.DictWriter(buffer, fieldnames=FRONT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items())})
         sys.stdout.write(buffer.getvalue())
     else:
-        title = f"{handle.name}: {'all trials' if args.all else f'Pareto front ({len(chosen)} of {len(records)} trials)'}"
-        stdout_console().print(front_table(chosen, title=title) if chosen else f"{title}: no feasible trained candidate yet")
+        title = f"{handle.name}: {'all trials' if args.all else f'Pareto front ({len(chosen)} of {len(trial_records)} trials)'}"
+        table = front_table(chosen, title=title, show_status=args.all)
+        stdout_console().print(table if chosen else f"{title}: no feasible trained plan yet")
     return 0
 
 

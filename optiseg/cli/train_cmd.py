@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--resolution", default=None, help="input HxW or one side, e.g. 192 (default: the config's resolution)")
     train.add_argument("--in-channels", type=int, choices=(1, 3), default=3, help="3 = RGB (default), 1 = luma Y")
     train.add_argument("--epochs", type=int, default=None, help="override training.epochs")
-    train.add_argument("-o", "--output", type=Path, default=None, help="run folder (default: OUTPUT/train/MODEL-KNOBS-RESOLUTION)")
+    train.add_argument("-o", "--output", type=Path, default=None, help="run folder (default: OUTPUT/train/<network key>, e.g. fastscnn-192x192-rgb-c1-a0.5_t6_r3_pp1)")
     train.add_argument("--no-onnx", action="store_true", help="do not export model.onnx")
     train.add_argument("--json", action="store_true", help="print one JSON object (the metrics) instead of a table")
     train.set_defaults(handler=run_train)
@@ -48,7 +48,8 @@ def run_train(args: argparse.Namespace) -> int:
     from ..data import DatasetCache, load_dataset
     from ..errors import UsageError
     from ..models import format_resolution, get_model_entry, parse_resolution
-    from ..training import train_candidate
+    from ..network import Network
+    from ..training import train_network
 
     loaded = load_config(args.config)
     config = loaded.config
@@ -62,19 +63,19 @@ def run_train(args: argparse.Namespace) -> int:
         if args.epochs < 1:
             raise UsageError(f"--epochs {args.epochs} is invalid: train at least 1 epoch")
         training = TrainingConfig.model_validate({**training.model_dump(), "epochs": args.epochs})
-    luma = "-luma" if args.in_channels == 1 else ""
-    run_dir = args.output or config.output / "train" / f"{model}-{format_knobs(knobs).replace(',', '-')}-{format_resolution(resolution)}{luma}"
 
     console = stderr_console()
     with console.status(f"checking the data set {config.data.root}"):
         dataset = load_dataset(config.data)
     for problem in dataset.warnings:
         console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    network = Network.create(model, knobs, resolution, in_channels=args.in_channels, num_classes=dataset.num_classes)
+    run_dir = args.output or config.output / "train" / network.key
     cache = DatasetCache(dataset, budget_mb=config.data.cache_mb)
     with ProgressReporter(console, f"{model} {format_knobs(knobs)} {format_resolution(resolution)}") as reporter:
-        result = train_candidate(
-            model, knobs, resolution, args.in_channels, dataset=dataset, training=training, run_dir=run_dir,
-            cache=cache, reporter=reporter, export_onnx=not args.no_onnx,
+        result = train_network(
+            network, dataset=dataset, training=training, run_dir=run_dir, cache=cache, reporter=reporter,
+            export_onnx=not args.no_onnx,
         )
     metrics = {**result.metrics, "run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint),
                "onnx": str(result.onnx) if result.onnx else None}

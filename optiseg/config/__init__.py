@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ._base import ConfigPath, Section, format_validation_error, resolve_path
 from .data import SYNTHETIC_CLASSES, DataConfig, SyntheticData
 from .device import DeviceConfig, MeasureSettings, SSHHost
-from .study import EFFORTS, Budget, Constraints, StudyConfig, parse_duration
+from .study import EFFORTS, Budget, Constraints, Quantization, StudyConfig, parse_duration
 from .training import AugmentConfig, TrainingConfig
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Budget",
     "ConfigPath",
     "Constraints",
+    "Quantization",
     "DataConfig",
     "DeviceConfig",
     "LoadedConfig",

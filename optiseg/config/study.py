@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, create_model, field_validator, model_validator
 
 from ._base import ConfigPath, Section
 from .data import DataConfig
@@ -31,9 +31,41 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-class Constraints(Section):
+class _ConstraintsBase(Section):
     max_latency_ms: PositiveFloat | None = None
     min_iou: float | None = Field(None, ge=0.0, le=1.0)
+
+    def items(self) -> list[tuple[str, float | None]]:
+        """``(max_<metric> | min_<metric>, bound)`` for every constraint key, set or not."""
+        return [(name, getattr(self, name)) for name in type(self).model_fields]
+
+
+def _constraint_fields() -> dict[str, Any]:
+    """``max_<metric>`` for every metric to minimize, ``min_<metric>`` for every one to maximize (see optiseg.plans.METRICS)."""
+    from ..plans._evaluation import METRICS
+
+    fields: dict[str, Any] = {}
+    for metric in METRICS.values():
+        key = f"{'max' if metric.direction == 'minimize' else 'min'}_{metric.name}"
+        if key not in _ConstraintsBase.model_fields:
+            fields[key] = (float | None, Field(None, description=metric.description))
+    return fields
+
+
+Constraints = create_model("Constraints", __base__=_ConstraintsBase, **_constraint_fields())
+Constraints.__doc__ = "Bounds on any recorded metric: max_<metric> for metrics to minimize, min_<metric> for the others."
+
+
+class Quantization(Section):
+    """INT8 static post-training quantization (the `int8` deployment mode)."""
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_images: PositiveInt = 100
+    per_channel: bool = True
+    activations: Literal["int8", "uint8"] = "int8"
+    symmetric_activations: bool = False
+    percentile: float = Field(99.999, gt=90.0, lt=100.0)
+    exclude_ops: tuple[str, ...] = ()
 
 
 class Budget(Section):
@@ -58,7 +90,10 @@ class StudyConfig(Section):
     effort: Literal["beginner", "intermediate", "expert"] = "beginner"
     resolution: Any = Field(None, description="the user's resolution: the baseline's input size")
     search_space: dict[str, list[Any]] = Field(default_factory=dict)
+    objectives: list[str] = Field(default_factory=lambda: ["iou", "latency_ms"],
+                                  description="metrics the front is made of, each with its direction")
     constraints: Constraints = Constraints()
+    quantization: Quantization = Quantization()
     data: DataConfig
     training: TrainingConfig = TrainingConfig()
     device: DeviceConfig = DeviceConfig()
@@ -70,6 +105,21 @@ class StudyConfig(Section):
     warm_start: ConfigPath | None = Field(
         None, description="a lower-tier study (folder or config) whose evaluated candidates this study starts with"
     )
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, value: list[str]) -> list[str]:
+        from ..errors import did_you_mean
+        from ..plans._evaluation import METRICS
+
+        if not value:
+            raise ValueError("give at least one metric, e.g. [iou, latency_ms]")
+        for name in value:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}; metrics: {', '.join(METRICS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("each metric may appear once")
+        return value
 
     @field_validator("model")
     @classmethod

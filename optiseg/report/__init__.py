@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .._atomic import write_text_atomic
+from .. import records
 from ..errors import OptisegError
+from ..layout import StudyLayout
 from ..results import TrialRecord, load_records, pareto_front
 from .data import (
     Fact,
@@ -47,7 +49,6 @@ from .samples import SampleGrid, sample_grid
 
 __all__ = ["ReportOptions", "ReportPage", "ReportResult", "build_report", "default_report_path", "gather_page", "summarize"]
 
-SETTINGS_ATTR = "optiseg_settings"
 
 
 class ReportOptions(NamedTuple):
@@ -97,9 +98,9 @@ def gather_page(handle, *, study_arg: str | None = None, options: ReportOptions 
 
     study = handle.study
     records = load_records(study)
-    settings: Mapping[str, Any] = study.user_attrs.get(SETTINGS_ATTR) or {}
+    settings: Mapping[str, Any] = records.study_settings(study)
     folder = Path(handle.paths.folder)
-    info = _read_json(folder / "study.json") or {}
+    info = _read_json(StudyLayout(folder).study_file) or {}
     notes: list[str] = []
 
     loaded, config_problem = _load_config(info, handle.config_path)
@@ -235,7 +236,7 @@ def _load_dataset(loaded, settings: Mapping[str, Any]) -> tuple[Any, str | None]
 def _history(folder: Path, record: TrialRecord) -> Any:
     if not record.artifacts:
         return None
-    metrics = _read_json(folder / record.artifacts / "train" / "metrics.json")
+    metrics = _read_json(StudyLayout(folder).network_at(record.artifacts).train / "metrics.json")
     return metrics.get("history") if isinstance(metrics, Mapping) else None
 
 

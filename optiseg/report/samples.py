@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..layout import StudyLayout
 from ..results import TrialRecord
 from .data import knobs_text
 
@@ -113,7 +114,7 @@ def _load_model(record: TrialRecord, study_folder: Path, num_classes: int) -> tu
 
     if not record.artifacts:
         return None, f"trial {record.number}: no artifacts folder recorded"
-    path = study_folder / record.artifacts / "train" / "best.pt"
+    path = StudyLayout(study_folder).network_at(record.artifacts).best_checkpoint
     if not path.is_file():
         return None, f"trial {record.number}: no checkpoint at {path}"
     try:

@@ -1,23 +1,23 @@
 """The search: one YAML file in, the IoU-latency Pareto front out.
 
-config -> search space -> trial (build, export, measure, train) -> results.
+config -> search space -> plan -> (cost on the device, train, quality) -> records -> results.
 Only this package knows every stage.
 """
 
 from .lease import LeaseSettings, recover_stale_trials
 from .loop import SearchSummary, run_search
 from .sampler import SAMPLERS, make_sampler
-from .space import Candidate, SearchSpace, build_search_space
-from .study import StudyHandle, StudyPaths, open_existing_study
+from ..layout import StudyLayout
+from .space import SearchSpace, build_search_space
+from .study import StudyHandle, open_existing_study
 
 __all__ = [
     "SAMPLERS",
-    "Candidate",
     "LeaseSettings",
     "SearchSpace",
     "SearchSummary",
     "StudyHandle",
-    "StudyPaths",
+    "StudyLayout",
     "build_search_space",
     "make_sampler",
     "open_existing_study",

@@ -7,7 +7,7 @@ runs, a thread renews the user attribute ``optiseg_lease_until`` (a Unix
 time). A RUNNING trial whose lease has expired belongs to a worker that was
 killed, lost power or lost its network; any worker may then mark it failed
 (``study.tell`` is atomic, so exactly one worker wins) and enqueue its
-parameters again, tagged ``optiseg_retry_of``. The retried trial finds the
+parameters again, tagged as a retry. The retried trial finds the
 candidate's artifacts and resumes training from its last epoch.
 """
 
@@ -20,9 +20,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-LEASE_ATTR = "optiseg_lease_until"
-RETRY_ATTR = "optiseg_retry_of"
-STATUS_ATTR = "status"
+from .. import records
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class TrialLease:
         self._thread.join(timeout=5)
 
     def _renew(self) -> None:
-        self.trial.set_user_attr(LEASE_ATTR, time.time() + self.settings.valid_for_s)
+        records.renew_lease(self.trial, time.time() + self.settings.valid_for_s)
 
     def _renew_until_stopped(self) -> None:
         while not self._stop.wait(self.settings.renew_every_s):
@@ -75,16 +73,17 @@ def recover_stale_trials(
     now = time.time() if now is None else now
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        lease_until = trial.user_attrs.get(LEASE_ATTR)
+        lease_until = records.lease_until(trial)
         if lease_until is None and trial.datetime_start is not None:  # died before its first renewal
             lease_until = trial.datetime_start.timestamp() + settings.valid_for_s
         dead = all_running_are_dead or (lease_until is not None and lease_until < now)
         if not dead:
             continue
         try:
+            records.mark_stale(study, trial)
             study.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
-        study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
+        study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial.number), skip_if_exists=False)
         recovered.append(trial.number)
     return recovered

@@ -1,11 +1,12 @@
 """The search: ask, evaluate, tell, until the budget is spent; resumable and shareable by many workers.
 
-Budget: ``n_trials`` counts the distinct candidates evaluated (complete or
-too slow) or being evaluated, across every worker of the study; each worker
-checks its place in the queue after asking, so the global total holds even
-when workers race. A sampler proposing a candidate already evaluated gets its
-figures again at no cost, and that trial does not count; neither do failed
-trials. ``timeout`` limits one run of the command. Three failures in a row
+Budget: ``n_trials`` counts the distinct networks evaluated (trained, or
+measured too slow) or being evaluated, across every worker of the study; each
+worker checks its place in the queue after asking, so the global total holds
+even when workers race. Every deployment plan of a network that was evaluated
+(another precision, ...) is queued as a trial of its own and costs no training
+and no budget. A sampler proposing a plan already evaluated gets its figures
+again at no cost, and that trial does not count; neither do failed trials. ``timeout`` limits one run of the command. Three failures in a row
 stop the search (the cause is almost always the same), and so do
 ``MAX_CONSECUTIVE_DUPLICATES`` proposals in a row of known candidates (the
 sampler has converged).
@@ -24,17 +25,22 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from .. import records
 from ..config import LoadedConfig
 from ..errors import OptisegError, StudyError
-from ..results import COMPLETE, FAILED, SKIPPED, TOO_SLOW, TrialRecord, load_records, pareto_front, record_from_trial
-from .lease import RETRY_ATTR, STATUS_ATTR, LeaseSettings, TrialLease, recover_stale_trials
+from ..layout import StudyLayout
+from ..quantize import QuantizationSettings
+from ..records import COMPLETE, FAILED, INTERRUPTED, TOO_SLOW, TrialRecord, load_records
+from ..results import pareto_front
+from .lease import LeaseSettings, TrialLease, recover_stale_trials
+from .objectives import constraints_from, objectives_from
 from .progress import SearchProgress
 from .sampler import grid_queue, make_sampler, resolve_sampler_name
 from .space import build_search_space
 from .storage import SQLiteWriterLock
-from .study import StudyPaths, open_study, resolve_storage, study_settings
-from .warm_start import IMPORTED_ATTR, import_trials
+from .study import open_study, resolve_storage, study_settings
 from .trial import InProgressElsewhere, TooSlow, TrialEnvironment, evaluate, latency_cache_dir
+from .warm_start import import_trials, prepare_import
 
 MAX_CONSECUTIVE_FAILURES = 3
 MAX_CONSECUTIVE_DUPLICATES = 25
@@ -67,73 +73,92 @@ def run_search(
     progress: SearchProgress | None = None,
     lease: LeaseSettings = LeaseSettings(),
 ) -> SearchSummary:
-    """Run (or resume) the study that ``loaded`` describes until its budget is spent."""
+    """Run (or resume) the study that ``loaded`` describes until its budget is spent.
+
+    Everything that can fail on bad input (data, devices, the warm-start source)
+    is checked before the study is created, and a creation that fails anyway is
+    undone: a failed start leaves no study behind.
+    """
     from ..data import DatasetCache, load_dataset
     from ..devices import open_pool
 
     started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress view and search.log report every step
     config = loaded.config
-    paths = StudyPaths((config.output / loaded.study_name).resolve())
+    layout = StudyLayout((config.output / loaded.study_name).resolve())
     space = build_search_space(config.model, config.effort, config.search_space, config.resolution, source=str(loaded.path))
-    storage_spec = resolve_storage(loaded, paths.folder)
-    dataset = load_dataset(config.data)  # checks the data first: bad data stops here, before any trial
+    objectives = objectives_from(config.objectives)
+    constraints = constraints_from(config.constraints)
+    storage_spec = resolve_storage(loaded, layout.folder)
+    dataset = load_dataset(config.data)  # checks the data first: bad data stops here, before anything is made
     settings = study_settings(loaded, space, dataset.fingerprint())
-    progress = progress or SearchProgress(paths.log, quiet=quiet)
+    warm_source = prepare_import(config.warm_start, settings) if config.warm_start is not None else None
     n_trials = config.budget.n_trials
-    latency_constrained = config.constraints.max_latency_ms is not None
+    latency_constrained = any(c.on_cost for c in constraints)
     sampler_name = resolve_sampler_name(config.sampler, space, n_trials, latency_constrained, storage_spec.shared)
 
-    lock = SQLiteWriterLock(storage_spec.path) if storage_spec.kind == "sqlite" else contextlib.nullcontext()
-    with lock:
-        probe_sampler = optuna.samplers.RandomSampler()
-        study, created = open_study(loaded, paths, storage_spec, settings, space, probe_sampler, force=force)
-        if created and config.warm_start is not None:
-            imported = import_trials(study, space, paths, settings, config.warm_start)
-            progress.log(f"warm start: {imported} candidates imported from {config.warm_start}")
-        recover_stale_trials(study, all_running_are_dead=storage_spec.kind == "sqlite", settings=lease)
-        if sampler_name == "grid":
-            for params in grid_queue(space):
-                study.enqueue_trial(params, skip_if_exists=True)
-        study.sampler = make_sampler(
-            config.sampler, space, seed=_sampler_seed(config.seed, study, storage_spec.shared),
-            n_trials=n_trials, latency_constrained=latency_constrained, multi_worker=storage_spec.shared,
-        )
-        pool = open_pool(config.device)
-        try:
-            for runner in pool.runners:  # host keys, logins, a missing onnxruntime: reported now, not in trial 1
-                progress.log(f"connecting to {runner.label}")
-                runner.connect()
-        except BaseException:
-            pool.close()
-            raise
-        env = TrialEnvironment(
-            study=study, paths=paths, space=space, config=config, dataset=dataset,
-            cache=DatasetCache(dataset, budget_mb=config.data.cache_mb), pool=pool,
-            class_names=list(getattr(dataset, "class_names", []) or []) or None, progress=progress,
-            latency_cache=latency_cache_dir(config.output, settings["device"]),
-        )
-        progress.start(loaded.study_name, n_trials, config.budget.timeout, _counted(study))
-        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
-        finished_this_run = 0
-        interrupted = False
-        try:
-            stop_reason, finished_this_run = _loop(
-                study, env, space, n_trials, config.budget.timeout, lease, progress, grid=sampler_name == "grid"
+    pool = open_pool(config.device)
+    try:
+        for runner in pool.runners:  # host keys, logins, a missing onnxruntime: reported now, before anything is made
+            runner.connect()
+    except BaseException:
+        pool.close()
+        raise
+    try:
+        progress = progress or SearchProgress(layout.log, quiet=quiet)
+        for runner in pool.runners:
+            progress.log(f"connected to {runner.label}")
+        lock = SQLiteWriterLock(storage_spec.path) if storage_spec.kind == "sqlite" else contextlib.nullcontext()
+        with lock:
+            def import_warm_start(study: optuna.Study) -> None:
+                if warm_source is not None:
+                    imported = import_trials(study, space, layout, warm_source, dataset.num_classes)
+                    progress.log(f"warm start: {imported} plans imported from {config.warm_start}")
+
+            study, _created = open_study(
+                loaded, layout, storage_spec, settings, space, optuna.samplers.RandomSampler(),
+                [o.direction for o in objectives], force=force, on_create=import_warm_start,
             )
-        except (KeyboardInterrupt, Interrupted):
-            interrupted = True
-            stop_reason = "interrupted"
-        finally:
-            signal.signal(signal.SIGTERM, previous_handler)
-            progress.stop()
-            pool.close()
-        records = load_records(study)
-    counts = count_statuses(records)
+            recover_stale_trials(study, all_running_are_dead=storage_spec.kind == "sqlite", settings=lease)
+            retried = requeue_retryable_failures(study)
+            if retried:
+                progress.log(f"retrying {len(retried)} trial(s) that failed because of the device or the environment: {retried}")
+            if sampler_name == "grid":
+                _enqueue_untried(study, grid_queue(space))
+            study.sampler = make_sampler(
+                config.sampler, space, seed=_sampler_seed(config.seed, study, storage_spec.shared),
+                n_trials=n_trials, latency_constrained=latency_constrained, multi_worker=storage_spec.shared,
+            )
+            env = TrialEnvironment(
+                study=study, layout=layout, space=space, config=config, dataset=dataset,
+                cache=DatasetCache(dataset, budget_mb=config.data.cache_mb), pool=pool,
+                class_names=list(getattr(dataset, "class_names", []) or []) or None, progress=progress,
+                objectives=objectives, constraints=constraints,
+                quantization=QuantizationSettings(**config.quantization.model_dump(), seed=config.seed),
+                latency_cache=latency_cache_dir(config.output, settings["device"]),
+            )
+            progress.start(loaded.study_name, n_trials, config.budget.timeout, _counted(study))
+            previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
+            finished_this_run = 0
+            interrupted = False
+            try:
+                stop_reason, finished_this_run = _loop(
+                    study, env, space, n_trials, config.budget.timeout, lease, progress, grid=sampler_name == "grid"
+                )
+            except (KeyboardInterrupt, Interrupted):
+                interrupted = True
+                stop_reason = "interrupted"
+            finally:
+                signal.signal(signal.SIGTERM, previous_handler)
+                progress.stop()
+            trial_records = load_records(study)
+    finally:
+        pool.close()
+    counts = count_statuses(trial_records)
     return SearchSummary(
-        study=loaded.study_name, folder=paths.folder, storage=storage_spec.shown, sampler=sampler_name,
+        study=loaded.study_name, folder=layout.folder, storage=storage_spec.shown, sampler=sampler_name,
         stop_reason=stop_reason, finished_this_run=finished_this_run, counts=counts,
-        front=pareto_front(records), elapsed_s=time.monotonic() - started, interrupted=interrupted,
+        front=pareto_front(trial_records, objectives), elapsed_s=time.monotonic() - started, interrupted=interrupted,
     )
 
 
@@ -143,44 +168,50 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
     steps_aside = 0
     duplicates_in_a_row = 0
     finished = 0
+    num_classes = env.dataset.num_classes
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout reached", finished
         recover_stale_trials(study, settings=lease)
-        if n_trials is not None and _counted(study) >= n_trials:
-            return f"budget of {n_trials} trials reached", finished
         if not _waiting(study):
-            if _evaluated_candidates(study) >= space.size:
-                return f"all {space.size} candidates of the search space evaluated", finished
+            if n_trials is not None and _counted(study) >= n_trials:
+                return f"budget of {n_trials} networks reached", finished
+            if _evaluated_plans(study) >= space.size:
+                return f"all {space.size} plans of the search space evaluated", finished
             if grid:
-                return "every candidate of the grid was tried (see the failed ones with `optiseg front --all`)", finished
+                return "every plan of the grid was tried (see the failed ones with `optiseg front --all`)", finished
 
         trial = study.ask()
-        if n_trials is not None and _place_in_queue(study, trial.number) >= n_trials:
-            trial.set_user_attr(STATUS_ATTR, SKIPPED)
+        plan = space.suggest(trial, num_classes)
+        if n_trials is not None and not _is_free(study, trial.number, plan.network.key) \
+                and _networks_before(study, trial.number) >= n_trials:
+            records.record_skipped(trial, f"the budget of {n_trials} networks was used up")
             study.tell(trial, state=TrialState.FAIL)
-            return f"budget of {n_trials} trials reached", finished
+            if _waiting(study):
+                continue  # queued plans of networks already evaluated still run (they cost no training)
+            return f"budget of {n_trials} networks reached", finished
 
         try:
             with TrialLease(trial, lease):
-                values = evaluate(trial, env)
+                values = evaluate(trial, env, plan)
             study.tell(trial, values)
             failures_in_a_row = steps_aside = 0
+            _queue_sibling_plans(study, space, trial)
         except TooSlow:
             study.tell(trial, state=TrialState.PRUNED)
             failures_in_a_row = 0
+            _queue_sibling_plans(study, space, trial)
         except InProgressElsewhere as busy:
-            trial.set_user_attr(STATUS_ATTR, SKIPPED)
-            trial.set_user_attr("error", f"stepped aside: trial {busy.number} is evaluating the same candidate")
+            records.record_skipped(trial, f"stepped aside: trial {busy.number} is evaluating the same network")
             study.tell(trial, state=TrialState.FAIL)
-            progress.log(f"trial {trial.number} stepped aside: trial {busy.number} is evaluating the same candidate")
+            progress.log(f"trial {trial.number} stepped aside: trial {busy.number} is evaluating the same network")
             steps_aside += 1
             time.sleep(min(30.0, 0.5 * 2**steps_aside))
             continue
         except (KeyboardInterrupt, Interrupted):
-            trial.set_user_attr(STATUS_ATTR, "interrupted")
+            records.record_interrupted(trial)
             study.tell(trial, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
+            study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial.number), skip_if_exists=False)
             progress.log(f"trial {trial.number} interrupted; it will resume from its last checkpoint on the next run")
             raise
         except Exception as exc:  # a failing trial fails that trial, never the study
@@ -188,66 +219,126 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
             _record_failure(trial, exc, env)
             study.tell(trial, state=TrialState.FAIL)
         finished += 1
-        duplicates_in_a_row = duplicates_in_a_row + 1 if _is_duplicate(study, trial.number) else 0
+        frozen = _frozen(study, trial.number)
+        duplicates_in_a_row = duplicates_in_a_row + 1 if records.is_duplicate(frozen) else 0
         if duplicates_in_a_row >= MAX_CONSECUTIVE_DUPLICATES:
-            return f"the sampler proposed {duplicates_in_a_row} known candidates in a row (converged)", finished
-        records = load_records(study)
-        progress.trial_finished(record_from_trial(_frozen(study, trial.number)), pareto_front(records), count_statuses(records))
+            return f"the sampler proposed {duplicates_in_a_row} known plans in a row (converged)", finished
+        trial_records = load_records(study)
+        progress.trial_finished(records.read_record(frozen), pareto_front(trial_records, env.objectives), count_statuses(trial_records))
         if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-            last = _frozen(study, trial.number).user_attrs.get("error", "unknown error")
+            last = records.error_of(frozen) or "unknown error"
             raise StudyError(
                 f"{MAX_CONSECUTIVE_FAILURES} trials failed in a row; the last one: {last}",
-                hint=f"the study is intact; see {env.paths.log} and the trial logs, fix the cause and run the same command to resume",
+                hint=f"the study is intact; see {env.layout.log} and the trial logs, fix the cause and run the same command to resume",
             )
+
+
+def _queue_sibling_plans(study: optuna.Study, space, trial: optuna.Trial) -> None:
+    """Queue every other deployment plan of the trial's network: they cost no training, and each is a point of its own."""
+    frozen = _frozen(study, trial.number)
+    if records.is_duplicate(frozen):
+        return
+    for params in space.sibling_params(frozen.params):
+        study.enqueue_trial(params, user_attrs=records.sibling_attrs(trial.number), skip_if_exists=True)
+
+
+def _enqueue_untried(study: optuna.Study, queue) -> None:
+    """Enqueue each params dict unless a trial already has it (a trial skipped for the budget does not count)."""
+    import json
+
+    def key(params) -> str:
+        return json.dumps(params, sort_keys=True, default=str)
+
+    tried = {key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)
+             if not (t.state == TrialState.FAIL and records.is_skipped(t))}
+    for params in queue:
+        if key(params) not in tried:
+            study.enqueue_trial(params, skip_if_exists=False)
+            tried.add(key(params))
+
+
+def requeue_retryable_failures(study: optuna.Study) -> list[int]:
+    """Queue again every trial that failed because of the device or the environment and was not retried yet.
+
+    A failure of the plan itself (it cannot be built, exported or quantized, or
+    training diverged) is final: the same plan would fail the same way.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {records.retry_of(t) for t in trials}
+    done = {records.plan_key_of(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)}
+    queued = []
+    for trial in trials:
+        if trial.state != TrialState.FAIL or not records.is_retryable_failure(trial) or trial.number in retried:
+            continue
+        if records.plan_key_of(trial) in done:
+            continue
+        study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial.number), skip_if_exists=False)
+        done.add(records.plan_key_of(trial))
+        queued.append(trial.number)
+    return queued
 
 
 def _record_failure(trial: optuna.Trial, exc: Exception, env: TrialEnvironment) -> None:
     message = str(exc).splitlines()[0] if isinstance(exc, OptisegError) else f"{type(exc).__name__}: {exc}"
-    trial.set_user_attr("error", message[:500])
-    trial.set_user_attr(STATUS_ATTR, FAILED)
-    folder = env.paths.trials
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{trial.number:04d}.error.log").write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    records.record_failure(trial, message, retryable=is_retryable(exc))
+    env.layout.trials.mkdir(parents=True, exist_ok=True)
+    env.layout.trial_error_log(trial.number).write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
 
 
-def count_statuses(records: list[TrialRecord]) -> dict[str, int]:
-    """Distinct candidates trained / too slow, failed and running trials, and re-proposals of known candidates."""
-    counts = {COMPLETE: 0, TOO_SLOW: 0, FAILED: 0, "running": 0, "duplicate": 0, "imported": 0}
-    for record in records:
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failure comes from the device or the environment (retried on the next run) rather than the plan."""
+    from ..errors import DeviceError
+
+    flag = getattr(exc, "retryable", None)
+    if flag is not None:
+        return bool(flag)
+    return isinstance(exc, (DeviceError, OSError, MemoryError))
+
+
+def count_statuses(trial_records: list[TrialRecord]) -> dict[str, int]:
+    """Plans trained / too slow, failed, interrupted, running and skipped trials, re-proposals of known plans, imports."""
+    counts = {COMPLETE: 0, TOO_SLOW: 0, FAILED: 0, INTERRUPTED: 0, "running": 0, "skipped": 0, "duplicate": 0, "imported": 0}
+    for record in trial_records:
         if record.duplicate_of is not None:
             counts["duplicate"] += 1
         elif record.imported_from is not None:
             counts["imported"] += 1
         elif record.status in counts:
             counts[record.status] += 1
+    counts["networks_trained"] = len({r.candidate for r in trial_records if r.status == COMPLETE and r.imported_from is None})
     return counts
 
 
-def _counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count against the budget: complete, too slow, or running in some worker; not re-proposals or imports."""
-    return [
-        t
+def _counted_networks(study: optuna.Study, before: int | None = None) -> set[str]:
+    """Networks that count against the budget: evaluated (trained or too slow) or being evaluated; not imports or re-proposals."""
+    return {
+        records.network_key_of(t)
         for t in study.get_trials(deepcopy=False, states=COUNTED_STATES)
-        if "duplicate_of" not in t.user_attrs and IMPORTED_ATTR not in t.user_attrs
-    ]
+        if (before is None or t.number < before) and not records.is_duplicate(t) and not records.is_imported(t)
+        and records.network_key_of(t) is not None
+    }
 
 
 def _counted(study: optuna.Study) -> int:
-    return len(_counted_trials(study))
+    return len(_counted_networks(study))
 
 
-def _place_in_queue(study: optuna.Study, number: int) -> int:
-    """How many counted trials come before trial ``number``."""
-    return sum(1 for t in _counted_trials(study) if t.number < number)
+def _networks_before(study: optuna.Study, number: int) -> int:
+    """How many counted networks come before trial ``number``."""
+    return len(_counted_networks(study, before=number))
 
 
-def _is_duplicate(study: optuna.Study, number: int) -> bool:
-    return "duplicate_of" in _frozen(study, number).user_attrs
+def _is_free(study: optuna.Study, number: int, network_key: str) -> bool:
+    """The network of trial ``number`` was already evaluated by an earlier trial: this plan costs no training."""
+    return network_key in _counted_networks(study, before=number) or any(
+        records.network_key_of(t) == network_key and records.is_imported(t)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    )
 
 
-def _evaluated_candidates(study: optuna.Study) -> int:
+def _evaluated_plans(study: optuna.Study) -> int:
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    return len({t.user_attrs.get("candidate") for t in finished})
+    return len({records.plan_key_of(t) for t in finished})
 
 
 def _waiting(study: optuna.Study) -> bool:

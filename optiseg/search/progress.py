@@ -69,8 +69,8 @@ class SearchProgress:
 
     # Events from the search loop and the trial ---------------------------------------------
 
-    def trial_started(self, number: int, candidate) -> None:
-        self.current = f"trial {number}: {candidate.describe()}"
+    def trial_started(self, number: int, plan) -> None:
+        self.current = f"trial {number}: {plan.describe()}"
         self.trial_started_at = time.monotonic()
         self.stage_text = "starting"
         self.log(self.current)
@@ -160,20 +160,42 @@ class TrainingProgress:
         self.progress.epoch(epoch, epochs, metrics)
 
 
-def front_table(front: list[TrialRecord], title: str | None = None) -> Table:
-    """The Pareto front as a rich table."""
+def front_table(front: list[TrialRecord], title: str | None = None, *, show_status: bool = False) -> Table:
+    """The Pareto front (or any trials) as a rich table; ``show_status`` adds what became of each trial and why."""
     table = Table(title=title, title_justify="left", header_style="bold")
-    for column, right in (("trial", True), ("resolution", False), ("knobs", False), ("params", True),
-                          ("MACs", True), ("latency ms", True), ("fps", True), ("IoU", True)):
+    columns = [("trial", True)] + ([("status", False)] if show_status else []) + [
+        ("resolution", False), ("knobs", False), ("plan", False), ("params", True), ("MACs", True),
+        ("latency ms", True), ("fps", True), ("IoU", True)]
+    if show_status:
+        columns.append(("note", False))
+    for column, right in columns:
         table.add_column(column, justify="right" if right else "left")
     for r in front:
-        table.add_row(
-            str(r.number), r.resolution or "", _knobs(r.knobs, r.in_channels),
+        cells = [str(r.number)] + ([r.status] if show_status else []) + [
+            r.resolution or "", _knobs(r.knobs, r.in_channels), r.mode or "",
             f"{r.params:,}" if r.params is not None else "", f"{r.macs / 1e6:.1f} M" if r.macs is not None else "",
             f"{r.latency_ms:.2f}" if r.latency_ms is not None else "", f"{r.fps:.1f}" if r.fps else "",
             f"{r.iou:.4f}" if r.iou is not None else "",
-        )
+        ]
+        if show_status:
+            cells.append(trial_note(r))
+        table.add_row(*cells)
     return table
+
+
+def trial_note(r: TrialRecord) -> str:
+    """Why a trial has the status it has, in a few words."""
+    if r.duplicate_of is not None:
+        return f"same plan as trial {r.duplicate_of}"
+    if r.imported_from:
+        return f"imported from {r.imported_from}"
+    if r.status == "too_slow":
+        return "over " + ", ".join(sorted(r.violations)) if r.violations else "over a constraint"
+    if r.error:
+        return r.error + (" (retried on the next run)" if r.error_retryable else "")
+    if r.sibling_of is not None:
+        return f"another plan of trial {r.sibling_of}'s network"
+    return ""
 
 
 def _knobs(knobs: dict[str, Any], in_channels: int | None) -> str:

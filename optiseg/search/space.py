@@ -11,6 +11,7 @@ RGB input.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,36 +22,12 @@ import yaml
 
 from ..config import EFFORTS
 from ..errors import ConfigError, UsageError, did_you_mean
-from ..models import format_knob_value, format_resolution, get_model_entry, parse_resolution
+from ..models import format_resolution, get_model_entry, parse_resolution
+from ..network import Network
+from ..plans import DEFAULT_DEPLOYMENT, DEPLOYMENT_KNOBS, DeploymentPlan
 
 INPUT_KNOBS = ("resolution", "in_channels")
 KnobValue = int | float | bool | str
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One network to evaluate: architecture, every knob value, input size and channels."""
-
-    model: str
-    knobs: tuple[tuple[str, KnobValue], ...]
-    resolution: tuple[int, int]
-    in_channels: int = 3
-
-    @property
-    def knob_dict(self) -> dict[str, KnobValue]:
-        return dict(self.knobs)
-
-    @property
-    def key(self) -> str:
-        """A readable, filesystem-safe identity, e.g. ``fastscnn-192x192-rgb-a0.5_t6_r3_pp1``."""
-        knobs = "_".join(f"{name}{format_knob_value(value)}" for name, value in self.knobs)
-        channels = "rgb" if self.in_channels == 3 else "luma"
-        return f"{self.model}-{format_resolution(self.resolution)}-{channels}-{knobs}"
-
-    def describe(self) -> str:
-        knobs = ",".join(f"{name}={format_knob_value(value)}" for name, value in self.knobs)
-        channels = "" if self.in_channels == 3 else " luma"
-        return f"{self.model} {format_resolution(self.resolution)}{channels} {knobs}"
 
 
 @dataclass(frozen=True)
@@ -65,32 +42,62 @@ class SearchSpace:
 
     @property
     def size(self) -> int:
-        """Number of distinct candidates."""
+        """Number of distinct plans (networks x deployment-knob combinations)."""
         total = 1
         for values in self.choices.values():
             total *= len(values)
+        return total
+
+    @property
+    def deployment_knobs(self) -> tuple[str, ...]:
+        """The open knobs that only change how a trained network is deployed (never cost a training)."""
+        return tuple(name for name in self.choices if name in DEPLOYMENT_KNOBS)
+
+    @property
+    def network_count(self) -> int:
+        """Number of distinct networks (what trainings are counted in)."""
+        total = 1
+        for name, values in self.choices.items():
+            if name not in DEPLOYMENT_KNOBS:
+                total *= len(values)
         return total
 
     def baseline_params(self) -> dict[str, KnobValue]:
         """The Optuna params of the baseline candidate (the reference point, evaluated first)."""
         return {name: self.baseline[name] for name in self.choices}
 
-    def candidate(self, params: Mapping[str, KnobValue]) -> Candidate:
-        """The candidate that Optuna ``params`` (values of the open knobs) describe."""
+    def network(self, params: Mapping[str, KnobValue], num_classes: int = 1) -> Network:
+        """The network that Optuna ``params`` (values of the open knobs) describe."""
         values = {**self.baseline, **params}
         entry = get_model_entry(self.model)
-        knobs = entry.resolve_knobs({k: values[k] for k in entry.knob_names})
-        return Candidate(
-            model=self.model,
-            knobs=tuple(knobs.items()),
-            resolution=parse_resolution(values["resolution"]),
-            in_channels=int(values["in_channels"]),
+        return Network.create(
+            self.model, {k: values[k] for k in entry.knob_names}, values["resolution"],
+            in_channels=int(values["in_channels"]), num_classes=num_classes,
         )
 
-    def suggest(self, trial) -> Candidate:
+    def deployment(self, params: Mapping[str, KnobValue]) -> dict[str, KnobValue]:
+        """The deployment-knob values of ``params`` (baseline values for the knobs not open)."""
+        values = {**self.baseline, **params}
+        return {name: values[name] for name in DEPLOYMENT_KNOBS if name in values}
+
+    def plan(self, params: Mapping[str, KnobValue], num_classes: int = 1) -> DeploymentPlan:
+        """The deployment plan that Optuna ``params`` describe: its network, and the mode its deployment knobs select."""
+        from ..modes import mode_for
+
+        knobs = self.deployment(params)
+        return mode_for(knobs).plan(self.network(params, num_classes), knobs)
+
+    def suggest(self, trial, num_classes: int = 1) -> DeploymentPlan:
         """Ask an Optuna trial for a value of every open knob."""
         params = {name: trial.suggest_categorical(name, list(values)) for name, values in self.choices.items()}
-        return self.candidate(params)
+        return self.plan(params, num_classes)
+
+    def sibling_params(self, params: Mapping[str, KnobValue]) -> list[dict[str, KnobValue]]:
+        """The params of every other plan of the same network: each other combination of the deployment knobs."""
+        combos = [dict(zip(self.deployment_knobs, values))
+                  for values in itertools.product(*(self.choices[name] for name in self.deployment_knobs))]
+        own = {name: params.get(name) for name in self.deployment_knobs}
+        return [{**params, **combo} for combo in combos if combo != own]
 
     def fingerprint(self) -> str:
         payload = json.dumps({"model": self.model, "choices": self.choices, "baseline": self.baseline}, sort_keys=True, default=str)
@@ -154,6 +161,10 @@ def build_search_space(
                 if value not in (1, 3) or isinstance(value, bool):
                     raise UsageError("in_channels must be 3 (RGB) or 1 (luma)")
                 return int(value)
+            if name in DEPLOYMENT_KNOBS:
+                if value not in DEPLOYMENT_KNOBS[name]:
+                    raise UsageError(f"{name} must be one of {', '.join(DEPLOYMENT_KNOBS[name])}")
+                return value
             coerced = specs[name].coerce(value)
             return int(coerced) if isinstance(coerced, bool) else coerced
         except UsageError as exc:
@@ -161,6 +172,7 @@ def build_search_space(
 
     baseline: dict[str, KnobValue] = {name: (int(v) if isinstance(v, bool) else v) for name, v in entry.defaults().items()}
     baseline["in_channels"] = 3
+    baseline.update(DEFAULT_DEPLOYMENT)
     baseline["resolution"] = check("resolution", resolution) if resolution is not None else None
 
     choices: dict[str, tuple[KnobValue, ...]] = {}

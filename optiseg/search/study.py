@@ -28,41 +28,10 @@ import optuna
 
 from ..config import LoadedConfig
 from ..errors import StudyError
+from .. import records
+from ..layout import STUDY_FILE, StudyLayout
 from .space import SearchSpace
 from .storage import StorageSpec, open_storage, parse_storage
-
-DIRECTIONS = ("maximize", "minimize")  # IoU, latency in ms
-SETTINGS_ATTR = "optiseg_settings"
-HASH_ATTR = "optiseg_settings_hash"
-STUDY_FILE = "study.json"
-
-
-@dataclass(frozen=True)
-class StudyPaths:
-    folder: Path
-
-    @property
-    def candidates(self) -> Path:
-        return self.folder / "candidates"
-
-    @property
-    def trials(self) -> Path:
-        return self.folder / "trials"
-
-    @property
-    def study_file(self) -> Path:
-        return self.folder / STUDY_FILE
-
-    @property
-    def config_copy(self) -> Path:
-        return self.folder / "config.yaml"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "search.log"
-
-    def candidate(self, key: str) -> Path:
-        return self.candidates / key
 
 
 def study_settings(loaded: LoadedConfig, space: SearchSpace, data_fingerprint: str) -> dict[str, Any]:
@@ -75,7 +44,9 @@ def study_settings(loaded: LoadedConfig, space: SearchSpace, data_fingerprint: s
         "search_space": space.as_dict(),
         "data": {**data, "content": data_fingerprint},
         "training": training,
-        "constraints": config.constraints.model_dump(mode="json"),
+        "objectives": list(config.objectives),
+        "constraints": {k: v for k, v in config.constraints.model_dump(mode="json").items() if v is not None},
+        "quantization": config.quantization.model_dump(mode="json"),
         "device": {"name": device.get("name"), "kind": device.get("kind"), "measure": device.get("measure")},
     }
 
@@ -108,55 +79,83 @@ def resolve_storage(loaded: LoadedConfig, folder: Path) -> StorageSpec:
 
 def open_study(
     loaded: LoadedConfig,
-    paths: StudyPaths,
+    paths: StudyLayout,
     storage_spec: StorageSpec,
     settings: dict[str, Any],
     space: SearchSpace,
     sampler: optuna.samplers.BaseSampler,
+    directions: list[str],
     *,
     force: bool = False,
+    on_create=None,
 ) -> tuple[optuna.Study, bool]:
-    """Create the study, or load it if it exists with the same settings. Returns (study, created)."""
+    """Create the study, or load it if it exists with the same settings. Returns (study, created).
+
+    ``on_create(study)`` runs right after a new study is created (e.g. the warm-start
+    import); if it or anything else here fails, the new study is deleted again and
+    every file its creation wrote is removed: a failed start leaves nothing behind.
+    """
     name = loaded.study_name
+    existed_before = {p: p.exists() for p in paths.made_files()}
     storage = open_storage(storage_spec)
     digest = settings_hash(settings)
     existing = name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if existing:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        stored = study.user_attrs.get(HASH_ATTR)
-        if stored is not None and stored != digest:
-            changes = describe_changes(study.user_attrs.get(SETTINGS_ATTR, {}), settings)
-            if not force:
-                raise StudyError(
-                    f"study {name!r} in {storage_spec.shown} was run with other settings; resuming would mix "
-                    f"incomparable trials. Changed: {'; '.join(changes[:6])}{' ...' if len(changes) > 6 else ''}",
-                    hint="give the study a new `study:` name, restore the old settings, or run again with --force "
-                    "(the old study is kept under an archived name and its folder moved aside)",
-                )
-            archived = _archive(study, storage, paths)
-            study = None
-            existing = False
-            _note(paths, f"--force: archived the previous study as {archived!r}")
-        elif stored is None:
-            study.set_user_attr(SETTINGS_ATTR, settings)
-            study.set_user_attr(HASH_ATTR, digest)
-    if not existing:
-        study = optuna.create_study(
-            study_name=name, storage=storage, sampler=sampler, directions=list(DIRECTIONS), load_if_exists=True
-        )
-        study.set_user_attr(SETTINGS_ATTR, settings)
-        study.set_user_attr(HASH_ATTR, digest)
-        study.enqueue_trial(space.baseline_params(), user_attrs={"baseline": True}, skip_if_exists=True)
-    _write_study_file(loaded, paths, storage_spec, digest)
+    created_here = False
+    try:
+        if existing:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            stored = records.study_settings_hash(study)
+            mismatch = stored is not None and stored != digest
+            if not mismatch and not force:
+                records.check_study_schema(study, name, for_writing=True)
+            if mismatch or (force and records.study_schema(study) < records.SCHEMA):
+                changes = describe_changes(records.study_settings(study), settings)
+                if not force:
+                    raise StudyError(
+                        f"study {name!r} in {storage_spec.shown} was run with other settings; resuming would mix "
+                        f"incomparable trials. Changed: {'; '.join(changes[:6])}{' ...' if len(changes) > 6 else ''}",
+                        hint="give the study a new `study:` name, restore the old settings, or run again with --force "
+                        "(the old study is kept under an archived name and its folder moved aside)",
+                    )
+                archived = _archive(study, storage, paths)
+                study = None
+                existing = False
+                _note(paths, f"--force: archived the previous study as {archived!r}")
+            elif stored is None:
+                records.write_study_settings(study, settings, digest)
+        if not existing:
+            study = optuna.create_study(
+                study_name=name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
+            )
+            created_here = True
+            records.write_study_settings(study, settings, digest)
+            study.enqueue_trial(space.baseline_params(), user_attrs=records.baseline_attrs(), skip_if_exists=True)
+            if on_create is not None:
+                on_create(study)
+        _write_study_file(loaded, paths, storage_spec, digest)
+    except BaseException:
+        if created_here:
+            optuna.delete_study(study_name=name, storage=storage)
+            _dispose(storage)
+            for path, existed in existed_before.items():
+                if not existed and path.exists():
+                    path.unlink()
+        raise
     return study, not existing
 
 
-def _archive(study: optuna.Study, storage, paths: StudyPaths) -> str:
+def _dispose(storage) -> None:
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _archive(study: optuna.Study, storage, paths: StudyLayout) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     archived = f"{study.study_name}.archived-{stamp}"
     optuna.copy_study(from_study_name=study.study_name, from_storage=storage, to_storage=storage, to_study_name=archived)
     optuna.delete_study(study_name=study.study_name, storage=storage)
-    aside = paths.folder / f"archived-{stamp}"
+    aside = paths.archive(stamp)
     for part in (paths.candidates, paths.trials):
         if part.exists():
             aside.mkdir(parents=True, exist_ok=True)
@@ -164,7 +163,7 @@ def _archive(study: optuna.Study, storage, paths: StudyPaths) -> str:
     return archived
 
 
-def _write_study_file(loaded: LoadedConfig, paths: StudyPaths, storage_spec: StorageSpec, digest: str) -> None:
+def _write_study_file(loaded: LoadedConfig, paths: StudyLayout, storage_spec: StorageSpec, digest: str) -> None:
     paths.folder.mkdir(parents=True, exist_ok=True)
     from .. import __version__
 
@@ -180,7 +179,7 @@ def _write_study_file(loaded: LoadedConfig, paths: StudyPaths, storage_spec: Sto
         shutil.copyfile(loaded.path, paths.config_copy)
 
 
-def _note(paths: StudyPaths, line: str) -> None:
+def _note(paths: StudyLayout, line: str) -> None:
     paths.folder.mkdir(parents=True, exist_ok=True)
     with open(paths.log, "a", encoding="utf-8") as handle:
         handle.write(f"{_dt.datetime.now().isoformat(timespec='seconds')} {line}\n")
@@ -191,7 +190,7 @@ class StudyHandle:
     """An existing study opened for reading (``optiseg front``, ``deploy``, ``report``)."""
 
     name: str
-    paths: StudyPaths
+    paths: StudyLayout
     storage: StorageSpec
     study: optuna.Study
     config_path: Path | None
@@ -210,13 +209,13 @@ def open_existing_study(target: str | Path) -> StudyHandle:
                 hint="give the folder `optiseg search` printed (e.g. runs/quickstart) or the study's config file",
             )
         info = json.loads(study_file.read_text(encoding="utf-8"))
-        paths = StudyPaths(target.resolve())
+        paths = StudyLayout(target.resolve())
         spec = parse_storage(info["storage"], paths.folder, paths.folder)
         name = info["study"]
         config_path = paths.config_copy if paths.config_copy.exists() else None
     elif target.is_file():
         loaded = load_config(target)
-        paths = StudyPaths((loaded.config.output / loaded.study_name).resolve())
+        paths = StudyLayout((loaded.config.output / loaded.study_name).resolve())
         spec = resolve_storage(loaded, paths.folder)
         name = loaded.study_name
         config_path = loaded.path
@@ -229,4 +228,5 @@ def open_existing_study(target: str | Path) -> StudyHandle:
         raise StudyError(
             f"study {name!r} does not exist in {spec.shown}", hint="run `optiseg search CONFIG` first"
         ) from None
+    records.check_study_schema(study, name, for_writing=False)
     return StudyHandle(name=name, paths=paths, storage=spec, study=study, config_path=config_path)

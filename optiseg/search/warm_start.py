@@ -1,72 +1,89 @@
-"""Warm start: a higher-tier study begins with the candidates a lower-tier study already evaluated.
+"""Warm start: a higher-tier study begins with the plans a lower-tier study already evaluated.
 
 Tiers nest, so every beginner candidate is also an intermediate candidate (with
 the new knobs at their baseline values). When a study with ``warm_start:`` is
-created, each finished candidate of the source study that exists in the new
-search space is replayed into it through ask/tell with its figures, constraints
-and artifacts: it appears on the new front, is never trained again, and does
-not count against the new budget. The source must share the data, training,
-constraints and device settings, or its figures would not be comparable.
+created, each finished plan of the source study that exists in the new search
+space is replayed into it through ask/tell with its record, constraints and
+artifacts: it appears on the new front, is never trained again, and does not
+count against the new budget. The source must share the data, training,
+constraints and device settings, or its figures would not be comparable; that
+is checked before the new study is created.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import StudyError
+from .. import records
+from ..errors import ConfigError
+from ..layout import StudyLayout
 from .space import SearchSpace
-from .study import SETTINGS_ATTR, StudyPaths, describe_changes
+from .study import StudyHandle, describe_changes
 
-IMPORTED_ATTR = "imported_from"
 COMPARABLE_SECTIONS = ("data", "training", "constraints", "device")
-COPIED_ATTRS = ("candidate", "model", "knobs", "resolution", "in_channels", "params", "macs", "activation_mb",
-                "onnx_mb", "latency", "latency_ms", "iou", "metrics", "status", "timings", "worker")
 
 
-def import_trials(study: optuna.Study, space: SearchSpace, paths: StudyPaths, settings: dict, source: str | Path) -> int:
-    """Replay the finished candidates of the study at ``source`` into ``study``; returns how many."""
+@dataclass(frozen=True)
+class ImportSource:
+    handle: StudyHandle
+    source: Path
+
+
+def prepare_import(source: str | Path, settings: dict) -> ImportSource:
+    """Open the warm-start source and check it is comparable; raise before anything is created."""
+    from ..errors import StudyError
     from .study import open_existing_study
 
-    handle = open_existing_study(source)
-    source_settings = handle.study.user_attrs.get(SETTINGS_ATTR, {})
+    try:
+        handle = open_existing_study(source)
+    except StudyError as exc:
+        raise ConfigError(f"warm_start: {exc.message}", hint=exc.hint or "fix the path, or remove warm_start") from None
+    source_settings = records.study_settings(handle.study)
+    source_settings["constraints"] = {k: v for k, v in (source_settings.get("constraints") or {}).items() if v is not None}
     changes = [
         change
         for section in COMPARABLE_SECTIONS
         for change in describe_changes({section: source_settings.get(section)}, {section: settings.get(section)})
     ]
     if changes:
-        raise StudyError(
+        raise ConfigError(
             f"warm_start: study {handle.name!r} at {source} was run with other settings, so its figures are not "
             f"comparable: {'; '.join(changes[:5])}",
             hint="warm-start only from a study on the same data, training, constraints and device, or remove warm_start",
         )
+    return ImportSource(handle, Path(source))
+
+
+def import_trials(study: optuna.Study, space: SearchSpace, layout: StudyLayout, source: ImportSource, num_classes: int) -> int:
+    """Replay the finished plans of ``source`` into ``study``; returns how many."""
+    handle = source.handle
     imported = 0
     seen: set[str] = set()
     for old in handle.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        key = old.user_attrs.get("candidate")
-        if key is None or key in seen or "duplicate_of" in old.user_attrs:
+        record = records.read_record(old)
+        if record.plan is None or record.plan_key in seen or record.duplicate_of is not None:
             continue
-        params = _params_in(space, old.user_attrs)
+        params = _params_in(space, record, num_classes)
         if params is None:
-            continue  # not a candidate of the new space (a choice the new study does not offer)
-        seen.add(key)
-        source_folder = handle.paths.candidate(key)
-        target_folder = paths.candidate(key)
-        if source_folder.is_dir() and not target_folder.exists():
+            continue  # not a plan of the new space (a choice the new study does not offer)
+        seen.add(record.plan_key)
+        source_folder = handle.paths.folder / record.artifacts if record.artifacts else None
+        target_folder = layout.candidate(record.candidate)
+        if source_folder is not None and source_folder.is_dir() and not target_folder.exists():
             shutil.copytree(source_folder, target_folder)
         study.enqueue_trial(params, skip_if_exists=False)
         trial = study.ask()
-        for attr in COPIED_ATTRS:
-            if attr in old.user_attrs:
-                trial.set_user_attr(attr, old.user_attrs[attr])
-        trial.set_user_attr("artifacts", str(target_folder.relative_to(paths.folder)))
-        trial.set_user_attr(IMPORTED_ATTR, f"{handle.name}#{old.number}")
-        for name, value in old.constraints.items():
-            trial.set_constraint(name, value)
+        records.write_attrs(trial, records.upgrade_to_current(old))
+        writer = records.TrialWriter(trial)
+        writer.artifacts(layout.relative(target_folder))
+        writer.imported_from(f"{handle.name}#{old.number}")
+        for name, value in records.constraints_of(old).items():
+            writer.constraint(name, value)
         if old.state == TrialState.COMPLETE:
             study.tell(trial, list(old.values))
         else:
@@ -75,12 +92,14 @@ def import_trials(study: optuna.Study, space: SearchSpace, paths: StudyPaths, se
     return imported
 
 
-def _params_in(space: SearchSpace, attrs: dict) -> dict | None:
-    """The new space's params for a candidate, or None if the new space cannot express it."""
-    values = {**attrs.get("knobs", {}), "in_channels": attrs.get("in_channels", 3)}
-    resolution = attrs.get("resolution", "")
-    height, _, width = resolution.partition("x")
-    values["resolution"] = int(height) if height == width else resolution
+def _params_in(space: SearchSpace, record: records.TrialRecord, num_classes: int) -> dict | None:
+    """The new space's params for a plan, or None if the new space cannot express it."""
+    network = record.plan.network
+    if network.model != space.model or network.num_classes != num_classes:
+        return None
+    height, width = network.resolution
+    values = {**network.knob_dict, "in_channels": network.in_channels,
+              "resolution": height if height == width else network.resolution_text, **record.plan.knob_dict}
     params = {}
     for name, value in space.baseline.items():
         wanted = values.get(name, value)

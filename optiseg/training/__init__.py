@@ -1,16 +1,16 @@
 """Training and scoring one candidate network.
 
->>> from optiseg.training import train_candidate
->>> result = train_candidate("fastscnn", {"a": 0.5}, (192, 192), dataset=dataset,
-...                          training=config.training, run_dir="runs/a0.5")
+>>> from optiseg.training import train_network
+>>> network = Network.create("fastscnn", {"a": 0.5}, (192, 192), num_classes=dataset.num_classes)
+>>> result = train_network(network, dataset=dataset, training=config.training, run_dir="runs/a0.5")
 >>> result.metrics["test_iou"]
 """
 
-from .evaluate import Evaluation, evaluate, predict_classes, to_model_input
+from .evaluate import SplitEvaluation, evaluate, evaluate_onnx, predict_classes, to_model_input
 from .losses import SegmentationLoss, soft_dice_loss
 from .metrics import SegmentationScores, confusion_matrix, scores_from_confusion
 from ._run_folder import BEST, CHECKPOINT, LOG, METRICS, ONNX, TrainResult
-from .trainer import Reporter, pick_device, train_candidate
+from .trainer import Reporter, pick_device, train_network
 
 __all__ = [
     "BEST",
@@ -18,7 +18,8 @@ __all__ = [
     "LOG",
     "METRICS",
     "ONNX",
-    "Evaluation",
+    "SplitEvaluation",
+    "evaluate_onnx",
     "Reporter",
     "SegmentationLoss",
     "SegmentationScores",
@@ -30,5 +31,5 @@ __all__ = [
     "scores_from_confusion",
     "soft_dice_loss",
     "to_model_input",
-    "train_candidate",
+    "train_network",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from ..config import TrainingConfig
 from ..data import Dataset
 from ..errors import OptisegError, UsageError
+from ..network import Network
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -34,15 +35,15 @@ class TrainResult:
     history: tuple[dict[str, Any], ...]
 
 
-def run_identity(model_name: str, knobs: dict, resolution: tuple[int, int], in_channels: int, dataset: Dataset, training: TrainingConfig) -> dict[str, Any]:
+def run_identity(network: Network, dataset: Dataset, training: TrainingConfig) -> dict[str, Any]:
     """What makes two runs the same run; a run folder only ever holds one."""
     settings = training.model_dump(mode="json", exclude=set(_RESUMABLE_CHANGES))
     return {
-        "model": model_name,
-        "knobs": dict(knobs),
-        "resolution": list(resolution),
-        "in_channels": in_channels,
-        "num_classes": dataset.num_classes,
+        "model": network.model,
+        "knobs": network.knob_dict,
+        "resolution": list(network.resolution),
+        "in_channels": network.in_channels,
+        "num_classes": network.num_classes,
         "class_names": list(dataset.class_names),
         "data": dataset.fingerprint(),
         "training": settings,

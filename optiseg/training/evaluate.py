@@ -49,7 +49,7 @@ def predict_classes(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class SplitEvaluation:
     """Loss and scores of a split, both at each image's original size."""
 
     loss: float
@@ -70,7 +70,7 @@ def evaluate(
     device: torch.device,
     amp: bool = False,
     batch_size: int = 16,
-) -> Evaluation:
+) -> SplitEvaluation:
     """Loss and IoU/Dice of ``model`` on one split; the model is left in eval mode.
 
     Each image is resized whole to the input size; its logits are resized back
@@ -96,4 +96,37 @@ def evaluate(
                 loss_pixels += pixels
             confusion += confusion_matrix(truth, decide(upsampled).cpu().numpy(), num_classes, IGNORE)
     loss = loss_sum / loss_pixels if loss_pixels else float("nan")
-    return Evaluation(loss, confusion, scores_from_confusion(confusion, class_names, binary))
+    return SplitEvaluation(loss, confusion, scores_from_confusion(confusion, class_names, binary))
+
+
+def evaluate_onnx(
+    path,
+    images: ResizedSplit,
+    original_masks: OriginalMasks,
+    *,
+    class_names: tuple[str, ...],
+    binary: bool,
+    in_channels: int,
+    threads: int = 0,
+) -> SegmentationScores:
+    """IoU/Dice of the ONNX model at ``path`` on one split, run by onnxruntime (CPU), scored exactly as :func:`evaluate`.
+
+    This is how a deployed model (e.g. INT8) is scored: its own outputs, not the
+    PyTorch network it came from. The model takes a batch of one image.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    num_classes = len(class_names)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    cpu = torch.device("cpu")
+    for index in range(len(images)):
+        batch = to_model_input(images[index][0][None], in_channels, cpu).contiguous().numpy()
+        logits = torch.from_numpy(session.run(None, {input_name: batch})[0][0])
+        truth = original_masks[index]
+        confusion += confusion_matrix(truth, predict_classes(logits, truth.shape[:2]).numpy(), num_classes, IGNORE)
+    return scores_from_confusion(confusion, class_names, binary)

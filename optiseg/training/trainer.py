@@ -11,7 +11,7 @@ original size. A run folder holds:
 * ``model.onnx``: the best weights exported for deployment;
 * ``train.log``: one line per epoch and per resume.
 
-Calling :func:`train_candidate` again on the same folder resumes after the
+Calling :func:`train_network` again on the same folder resumes after the
 last finished epoch, with the same shuffling and augmentation as an
 uninterrupted run, or returns the stored result if the run is complete.
 """
@@ -36,7 +36,8 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import TrainingConfig
 from ..data import Dataset, DatasetCache, build_train_transform, epoch_batches, train_source_size
 from ..errors import OptisegError, UsageError
-from ..models import build_model, check_resolution, format_resolution, get_model_entry
+from ..models import format_resolution
+from ..network import Network
 from ._run_folder import (
     BEST,
     CHECKPOINT,
@@ -50,7 +51,7 @@ from ._run_folder import (
     run_identity,
     stored_result,
 )
-from .evaluate import Evaluation, evaluate, to_model_input
+from .evaluate import SplitEvaluation, evaluate, to_model_input
 from .losses import SegmentationLoss
 
 class Reporter:
@@ -77,11 +78,8 @@ class Reporter:
         """The best weights are being scored on ``split`` (after the last epoch)."""
 
 
-def train_candidate(
-    model_name: str,
-    knobs: Mapping[str, Any] | None,
-    resolution: tuple[int, int],
-    in_channels: int = 3,
+def train_network(
+    network: Network,
     *,
     dataset: Dataset,
     training: TrainingConfig,
@@ -90,24 +88,26 @@ def train_candidate(
     reporter: Any = None,
     export_onnx: bool = True,
 ) -> TrainResult:
-    """Train ``model_name`` with ``knobs`` at ``resolution`` = (height, width) on ``dataset`` into ``run_dir``.
+    """Train ``network`` on ``dataset`` into ``run_dir``.
 
     Resumes an interrupted run in ``run_dir`` and returns a finished one without
-    training again; a ``run_dir`` holding another model, knobs, resolution, data
-    set or training settings is refused (:class:`UsageError`). ``cache`` shares
-    decoded images between calls (one is made if omitted).
+    training again; a ``run_dir`` holding another network, data set or training
+    settings is refused (:class:`UsageError`). ``cache`` shares decoded images
+    between calls (one is made if omitted).
     """
-    knobs = get_model_entry(model_name).resolve_knobs(knobs)
-    resolution = check_resolution(tuple(resolution))
+    if network.num_classes != dataset.num_classes:
+        raise UsageError(
+            f"{network.describe()} has {network.num_classes} output(s) but the data set has {dataset.num_classes} classes",
+            hint="build the network with num_classes = dataset.num_classes",
+        )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    identity = run_identity(model_name, knobs, resolution, in_channels, dataset, training)
+    identity = run_identity(network, dataset, training)
     with locked(run_dir):
         stored = stored_result(run_dir, identity)
         if stored is not None and (stored.onnx is not None or not export_onnx):
             return stored
-        run = _Run(model_name, knobs, resolution, in_channels, dataset, training, run_dir, identity,
-                   cache or DatasetCache(dataset), reporter)
+        run = _Run(network, dataset, training, run_dir, identity, cache or DatasetCache(dataset), reporter)
         if stored is None:
             run.train()
         return run.finish(export_onnx)
@@ -137,15 +137,17 @@ def pick_device(requested: str) -> torch.device:
 class _Run:
     """The state of one training run: model, optimizer, progress, and the files of its folder."""
 
-    def __init__(self, model_name, knobs, resolution, in_channels, dataset, training, run_dir, identity, cache, reporter):
-        self.model_name, self.knobs, self.resolution, self.in_channels = model_name, knobs, resolution, in_channels
+    def __init__(self, network: Network, dataset, training, run_dir, identity, cache, reporter):
+        self.network = network
+        self.model_name, self.knobs, self.resolution, self.in_channels = (
+            network.model, network.knob_dict, network.resolution, network.in_channels)
         self.dataset, self.training, self.run_dir, self.identity = dataset, training, run_dir, identity
         self.cache, self.reporter = cache, reporter
         self.device = pick_device(training.device)
         self.amp = training.amp and self.device.type == "cuda"
         self.loss_fn = SegmentationLoss(dataset.num_classes, training.dice_weight)
         torch.manual_seed(training.seed)
-        self.model = build_model(model_name, knobs, dataset.num_classes, in_channels)
+        self.model = network.build()
         self.model.to(self.device, memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -233,14 +235,14 @@ class _Run:
             _notify(self.reporter, "on_batch_end", epoch, batch_index, batches, loss_value)
         return loss_sum / batches, data_seconds
 
-    def _evaluate(self, images, masks) -> Evaluation:
+    def _evaluate(self, images, masks) -> SplitEvaluation:
         return evaluate(
             self.model, images, masks, loss_fn=self.loss_fn, class_names=self.dataset.class_names,
             binary=self.dataset.binary, in_channels=self.in_channels, device=self.device, amp=self.amp,
             batch_size=max(self.training.batch_size, 16),
         )
 
-    def _record(self, epoch, train_loss, validation: Evaluation, batches, train_seconds, data_seconds, seconds) -> dict[str, Any]:
+    def _record(self, epoch, train_loss, validation: SplitEvaluation, batches, train_seconds, data_seconds, seconds) -> dict[str, Any]:
         training = self.training
         scores = validation.scores
         value = validation.loss if training.select_by == "val_loss" else -(scores.primary_iou or 0.0)
@@ -388,8 +390,7 @@ class _Run:
         _notify(self.reporter, "on_evaluate", "export")
         model = self.model.to("cpu", memory_format=torch.contiguous_format)
         export_onnx(
-            model, self.run_dir / ONNX, resolution=self.resolution, model_name=self.model_name, knobs=self.knobs,
-            num_classes=self.dataset.num_classes, in_channels=self.in_channels, class_names=self.dataset.class_names,
+            model, self.run_dir / ONNX, self.network, class_names=self.dataset.class_names,
             extra_metadata={"test_iou": _fmt(metrics.get("test_iou")), "best_epoch": str(metrics.get("best_epoch"))},
         )
 

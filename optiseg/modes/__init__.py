@@ -1,0 +1,53 @@
+"""Deployment modes: plug-ins that say how trained networks are deployed, what that costs and how well it does.
+
+>>> from optiseg.modes import get_mode, list_modes, mode_for
+>>> mode = mode_for({"precision": "int8"})   # the mode that deploys a network in INT8
+>>> plan = mode.plan(network, {"precision": "int8"})
+
+Register a new mode with :func:`register_mode`; :class:`DeploymentMode`
+documents the life cycle the search drives it through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import UsageError, did_you_mean
+from ._base import Artifact, DeploymentMode, ModeContext
+
+_REGISTRY: dict[str, DeploymentMode] = {}
+
+
+def register_mode(mode: DeploymentMode) -> DeploymentMode:
+    if mode.name in _REGISTRY:
+        raise TypeError(f"deployment mode {mode.name!r} is registered twice")
+    _REGISTRY[mode.name] = mode
+    return mode
+
+
+def list_modes() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_mode(name: str) -> DeploymentMode:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown deployment mode {name!r}{did_you_mean(name, _REGISTRY)}; modes: {', '.join(_REGISTRY)}") from None
+
+
+def mode_for(knobs: Mapping[str, Any]) -> DeploymentMode:
+    """The mode whose deployment knobs take these values (e.g. ``precision: int8`` -> the INT8 mode)."""
+    for mode in _REGISTRY.values():
+        if all(knobs.get(name, values[0]) in values for name, values in mode.knobs.items()) and all(
+            name in mode.knobs for name in knobs
+        ):
+            return mode
+    raise UsageError(f"no deployment mode takes {dict(knobs)}; modes: " + "; ".join(
+        f"{m.name} ({', '.join(f'{k}: {list(v)}' for k, v in m.knobs.items())})" for m in _REGISTRY.values()))
+
+
+from . import device, int8  # noqa: E402,F401  (registers the modes)
+
+__all__ = ["Artifact", "DeploymentMode", "ModeContext", "get_mode", "list_modes", "mode_for", "register_mode"]

@@ -1,0 +1,137 @@
+"""Deployment plans, their records in a real Optuna storage, and old or newer schemas, for every registered mode."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optiseg import records
+from optiseg.errors import StudyError, UsageError
+from optiseg.modes import DeploymentMode, get_mode, list_modes, mode_for
+from optiseg.network import Network
+from optiseg.plans import METRICS, DeploymentPlan, Evaluation, OperatingPoint
+from optiseg.search.space import build_search_space
+
+NETWORK = Network.create("fastscnn", {"a": 0.25, "t": 2}, "64x96", num_classes=1)
+
+
+@pytest.fixture
+def study(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", directions=["maximize", "minimize"])
+
+
+@pytest.mark.parametrize("name", list_modes())
+def test_every_mode_follows_the_protocol_and_its_plans_have_distinct_keys(name):
+    mode = get_mode(name)
+    assert isinstance(mode, DeploymentMode) and mode.description and mode.knobs
+    knobs = {knob: values[0] for knob, values in mode.knobs.items()}
+    plan = mode.plan(NETWORK, knobs)
+    assert plan.mode == name and plan.network == NETWORK and mode_for(plan.knob_dict) is mode
+    assert plan.key.startswith(NETWORK.key + "@") and "/" not in plan.key and " " not in plan.key
+    assert DeploymentPlan.from_dict(plan.as_dict()) == plan
+    keys = {get_mode(other).plan(NETWORK, {k: v[0] for k, v in get_mode(other).knobs.items()}).key for other in list_modes()}
+    assert len(keys) == len(list_modes())
+
+
+def test_network_keys_are_one_identity_and_values_keep_one_form():
+    assert NETWORK.key == "fastscnn-64x96-rgb-c1-a0.25_t2_r3_pp1"
+    assert Network.from_dict(NETWORK.as_dict()) == NETWORK
+    assert Network.create("fastscnn", {"a": 0.25, "t": 2}, (64, 96)) == NETWORK  # one parser, any spelling
+    with pytest.raises(UsageError, match="multiple of 32"):
+        Network.create("fastscnn", {}, "100")
+    with pytest.raises(UsageError, match="num_classes"):
+        Network.create("fastscnn", {}, 64, num_classes=0)
+
+
+@pytest.mark.parametrize("name", list_modes())
+def test_a_record_round_trips_through_the_storage(study, name):
+    mode = get_mode(name)
+    plan = mode.plan(NETWORK, {k: v[0] for k, v in mode.knobs.items()})
+    evaluation = Evaluation(
+        metrics={"iou": 0.91, "latency_ms": 1.5, "device_mb": 2.25, "params": 12345},
+        per_class_iou={"background": 0.99, "box": 0.91},
+        details={"latency": {"median_ms": 1.5}, "quantization": {"float_ops": {"Resize": 2}}},
+        operating_points=(OperatingPoint("threshold", 0.5, {"iou": 0.9, "latency_ms": 1.2}),),
+    )
+    trial = study.ask()
+    writer = records.TrialWriter(trial)
+    writer.start(plan, f"candidates/{NETWORK.key}", "host:1")
+    writer.evaluate(evaluation)
+    writer.constraint("max_latency_ms", -0.5)
+    writer.status(records.COMPLETE)
+    study.tell(trial, [0.91, 1.5])
+    record = records.read_record(study.trials[0])
+    assert record.plan == plan and record.evaluation == evaluation and record.status == records.COMPLETE
+    assert record.feasible and record.iou == 0.91 and record.latency_ms == 1.5 and record.mode == name
+    assert record.as_dict()["plan_key"] == plan.key and record.schema == records.SCHEMA
+
+
+def test_evaluations_refuse_unknown_or_non_finite_metrics():
+    with pytest.raises(ValueError, match="unknown metric 'ioo'"):
+        Evaluation(metrics={"ioo": 1.0})
+    with pytest.raises(ValueError, match="not a finite number"):
+        Evaluation(metrics={"iou": float("nan")})
+    assert set(METRICS) >= {"iou", "miou", "latency_ms", "device_latency_ms", "server_latency_ms", "link_bytes", "device_mb"}
+
+
+def test_a_study_written_by_optiseg_0_1_is_read_and_not_extended(study, tmp_path):
+    study.set_user_attr("optiseg_settings", {"constraints": {"max_latency_ms": 5.0}})
+    trial = study.ask()
+    for key, value in {"candidate": "fastscnn-64x64-rgb-a0.25_t6_r3_pp1", "model": "fastscnn",
+                       "knobs": {"a": 0.25, "t": 6, "r": 3, "pp": True}, "resolution": "64x64", "in_channels": 3,
+                       "latency_ms": 1.25, "latency": {"median_ms": 1.25, "p90_ms": 1.5}, "iou": 0.8, "params": 9,
+                       "metrics": {"test_iou": 0.8, "num_classes": 1}, "status": "complete",
+                       "artifacts": "candidates/x"}.items():
+        trial.set_user_attr(key, value)
+    trial.set_constraint("latency_ms", -3.75)
+    study.tell(trial, [0.8, 1.25])
+    record = records.read_record(study.trials[0])
+    assert record.schema == 1 and record.mode == "device" and record.precision == "fp32"
+    assert record.iou == 0.8 and record.latency_ms == 1.25 and record.latency_p90_ms == 1.5 and record.params == 9
+    assert record.violations == {} and records.constraints_of(study.trials[0]) == {"max_latency_ms": -3.75}
+    records.check_study_schema(study, "old", for_writing=False)  # front, report and deploy read it
+    with pytest.raises(StudyError, match=r"(?s)older optiseg.*warm_start"):
+        records.check_study_schema(study, "old", for_writing=True)
+
+
+def test_a_study_of_a_newer_schema_is_refused(study):
+    study.set_user_attr("optiseg_schema", records.SCHEMA + 1)
+    with pytest.raises(StudyError, match="newer optiseg"):
+        records.check_study_schema(study, "future", for_writing=False)
+    trial = study.ask()
+    trial.set_user_attr("optiseg_schema", records.SCHEMA + 1)
+    study.tell(trial, state=TrialState.FAIL)
+    with pytest.raises(StudyError, match="upgrade optiseg"):
+        records.read_record(study.trials[0])
+
+
+def test_deployment_knobs_open_by_name_and_name_their_siblings():
+    space = build_search_space("fastscnn", "beginner", {"resolution": [64, 96], "precision": ["fp32", "int8"]})
+    assert space.deployment_knobs == ("precision",) and space.size == 4 and space.network_count == 2
+    assert build_search_space("fastscnn", "expert").deployment_knobs == ()  # opt-in at every tier
+    params = {"resolution": 96, "precision": "int8"}
+    assert space.plan(params).mode == "int8" and space.plan({"resolution": 96}).mode == "device"
+    assert space.sibling_params(params) == [{"resolution": 96, "precision": "fp32"}]
+    with pytest.raises(Exception, match="precision must be one of fp32, int8"):
+        build_search_space("fastscnn", "beginner", {"precision": ["fp16"]})
+
+
+def test_constraints_and_objectives_take_any_metric_name(tmp_path):
+    from optiseg.config import ConfigError, load_config
+    from optiseg.search.objectives import constraints_from, objectives_from
+
+    path = tmp_path / "s.yaml"
+    path.write_text("data: {root: data}\nobjectives: [iou, device_mb]\nconstraints: {max_device_mb: 3, min_iou: 0.5}\n")
+    config = load_config(path).config
+    assert [(o.metric, o.direction) for o in objectives_from(config.objectives)] == [("iou", "maximize"), ("device_mb", "minimize")]
+    constraints = {c.key: c for c in constraints_from(config.constraints)}
+    assert constraints["max_device_mb"].on_cost and not constraints["min_iou"].on_cost
+    assert constraints["max_device_mb"].violation(4.0) == 1.0
+    path.write_text("data: {root: data}\nconstraints: {max_devce_mb: 3}\n")
+    with pytest.raises(ConfigError, match="did you mean 'max_device_mb'"):
+        load_config(path)
+    path.write_text("data: {root: data}\nobjectives: [iou, latncy_ms]\n")
+    with pytest.raises(ConfigError, match="did you mean 'latency_ms'"):
+        load_config(path)
