@@ -37,7 +37,8 @@ from optiseg.cli._common import parse_knobs
 from optiseg.config import DataConfig, TrainingConfig
 from optiseg.data import DatasetCache, build_train_transform, epoch_batches, load_dataset, train_source_size
 from optiseg.models import build_model, parse_resolution
-from optiseg.training import SegmentationLoss, train_candidate
+from optiseg.network import Network
+from optiseg.training import SegmentationLoss, train_network
 from optiseg.training.evaluate import to_model_input
 from optiseg.training.trainer import effective_label_scale
 
@@ -138,10 +139,9 @@ def main() -> int:
     dataset = load_dataset(data_cfg)
     cache = DatasetCache(dataset, budget_mb=data_cfg.cache_mb)
     check_seconds = time.perf_counter() - started
-    result = train_candidate(
-        args.model, knobs, resolution, 3, dataset=dataset, training=training, run_dir=run_dir, cache=cache,
-        reporter=EpochPrinter(), export_onnx=True,
-    )
+    network = Network.create(args.model, knobs, resolution, num_classes=dataset.num_classes)
+    result = train_network(network, dataset=dataset, training=training, run_dir=run_dir, cache=cache,
+                           reporter=EpochPrinter(), export_onnx=True)
     speed = loading_speeds(args.model, knobs, resolution, dataset, cache, training)
     m = result.metrics
     report = {

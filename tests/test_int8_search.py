@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import onnx
-import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
@@ -20,20 +19,10 @@ from optiseg import records
 from optiseg.layout import StudyLayout
 from optiseg.modes import list_modes
 from optiseg.records import read_record
+from test_search_e2e import FAST_MEASURE, data_root, load_study  # noqa: F401  (data_root is a fixture)
 
 pytestmark = pytest.mark.slow
 
-FAST_MEASURE = {"threads": 1, "warmup": 1, "min_runs": 5, "min_seconds": 0}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    from optiseg.config import DataConfig
-    from optiseg.data import load_dataset
-
-    root = tmp_path_factory.mktemp("data") / "conveyor"
-    load_dataset(DataConfig(root=root, synthetic={"n": 16, "classes": 2, "width": 128, "height": 96}))
-    return root
 
 
 def make_config(folder: Path, data_root: Path, name: str, **changes) -> Path:
@@ -48,10 +37,6 @@ def make_config(folder: Path, data_root: Path, name: str, **changes) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def load_study(folder: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'runs' / name / 'optuna.db'}")
 
 
 def test_one_training_gives_a_front_with_both_precisions_and_deploys_int8(cli, tmp_path, data_root):

@@ -135,3 +135,19 @@ def test_constraints_and_objectives_take_any_metric_name(tmp_path):
     path.write_text("data: {root: data}\nobjectives: [iou, latncy_ms]\n")
     with pytest.raises(ConfigError, match="did you mean 'latency_ms'"):
         load_config(path)
+
+
+def test_the_front_and_the_report_keep_each_precision_apart():
+    from optiseg.records import TrialRecord
+    from optiseg.report.data import color_options, knobs_text
+    from optiseg.results import pareto_front
+
+    common = dict(model="fastscnn", knobs={"a": 0.25}, resolution="64x64", feasible=True)
+    fp32 = TrialRecord.make(0, "complete", precision="fp32", iou=0.90, latency_ms=2.0, **common)
+    int8 = TrialRecord.make(1, "complete", precision="int8", iou=0.89, latency_ms=1.5, **common)
+    slower_int8 = TrialRecord.make(2, "complete", precision="int8", iou=0.85, latency_ms=2.5, **common)
+    assert fp32.candidate == int8.candidate and fp32.plan_key != int8.plan_key
+    assert [r.number for r in pareto_front([fp32, int8, slower_int8])] == [1, 0]  # same network, two points
+    options = {o.name: o for o in color_options([fp32, int8], ["precision"], {"precision": "fp32"}, {"precision": "opt-in"})}
+    assert options["mode"].labels == ("device", "int8") and options["precision"].labels == ("fp32", "int8")
+    assert knobs_text(int8).endswith("INT8") and not knobs_text(fp32).endswith("INT8")

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from optiseg.errors import StudyError
+from optiseg.errors import ConfigError, StudyError
 from optiseg import records
 from optiseg.search.lease import LeaseSettings, TrialLease, recover_stale_trials
 from optiseg.search.storage import SQLiteWriterLock, mask_password, open_storage, parse_storage
@@ -27,19 +27,19 @@ def test_relative_paths_come_from_the_config_folder(tmp_path):
 
 
 def test_passwords_are_refused_and_env_references_allowed(monkeypatch):
-    with pytest.raises(StudyError, match="holds a password"):
+    with pytest.raises(ConfigError, match="holds a password"):
         parse_storage("postgresql://u:secret@db/optiseg", Path("."), Path("."))
     spec = parse_storage("postgresql://u:${OPTISEG_TEST_PW}@127.0.0.1:1/optiseg", Path("."), Path("."))
     assert spec.kind == "server" and "secret" not in spec.shown
     monkeypatch.delenv("OPTISEG_TEST_PW", raising=False)
-    with pytest.raises(StudyError, match="OPTISEG_TEST_PW"):
+    with pytest.raises(ConfigError, match="OPTISEG_TEST_PW"):
         open_storage(spec)
     assert mask_password("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
 
 
 @pytest.mark.parametrize("bad", ["redis://x", "sqlite://", "sqlite:///:memory:", "study.db"])
 def test_unusable_storage_settings(bad):
-    with pytest.raises(StudyError):
+    with pytest.raises(ConfigError):  # bad input: exit status 2
         parse_storage(bad, Path("."), Path("."))
 
 

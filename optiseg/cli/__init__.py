@@ -72,7 +72,9 @@ def _print_error(message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    from ..secrets import mask_credentials
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(mask_credentials(message))}")
 
 
 if __name__ == "__main__":  # pragma: no cover

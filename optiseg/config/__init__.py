@@ -57,13 +57,43 @@ class LoadedConfig:
         return self.config.study or self.path.stem
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, second: int):
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key written twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping at the top of a YAML file, or a :class:`ConfigError` saying what is wrong and where."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", hint="check the path; examples/ has ready configs")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"{path}:{exc.second}: key {exc.key!r} appears twice in one mapping (first on line {exc.first}); "
+            "YAML would silently keep the last one",
+            hint="keep one of the two",
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from ..errors import ConfigError, did_you_mean
 
@@ -16,6 +16,34 @@ class Section(BaseModel):
     """Base of every config section: frozen, and unknown keys are errors (typos never pass silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """``epochs: true`` is a mistake, not 1: a boolean never stands for a number here."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                if isinstance(value, bool) and _wants_number(field.annotation):
+                    raise ValueError(f"{name} = {value!r}: a boolean is not a number; write the number")
+        return data
+
+
+def _wants_number(annotation: Any) -> bool:
+    """Whether a field takes numbers and not booleans (int / float, optionally None, constrained or not)."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = typing.get_args(annotation) or (annotation,)
+    kinds = set()
+    for arg in args:
+        base = typing.get_origin(arg) or arg
+        if base is typing.Annotated:
+            base = typing.get_args(arg)[0]
+        kinds.add(base)
+    kinds.discard(type(None))
+    return bool(kinds) and bool not in kinds and kinds <= {int, float}
 
 
 def format_validation_error(error: ValidationError, model: type[BaseModel], source: str, prefix: str = "") -> ConfigError:

@@ -106,6 +106,27 @@ class StudyConfig(Section):
         None, description="a lower-tier study (folder or config) whose evaluated candidates this study starts with"
     )
 
+    @field_validator("study")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+            raise ValueError(
+                f"{value!r} is not a study name: use letters, digits, '.', '_' and '-' (no '/', no leading '.'); "
+                "the study folder is <output>/<study>"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _paths_are_what_they_say(self) -> "StudyConfig":
+        if self.output.exists() and not self.output.is_dir():
+            raise ValueError(f"output = {str(self.output)!r} is a file; give a folder (it is made if missing)")
+        if self.warm_start is not None and not self.warm_start.exists():
+            raise ValueError(
+                f"warm_start = {str(self.warm_start)!r} does not exist; give the lower-tier study's folder "
+                "(e.g. runs/conveyor-beginner) or its config file, or remove warm_start"
+            )
+        return self
+
     @field_validator("objectives")
     @classmethod
     def _known_objectives(cls, value: list[str]) -> list[str]:

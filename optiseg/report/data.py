@@ -49,6 +49,8 @@ def knob_values(record: TrialRecord) -> dict[str, Any]:
         values["resolution"] = record.resolution
     if record.in_channels is not None:
         values["in_channels"] = record.in_channels
+    if record.plan is not None:
+        values["precision"] = record.precision
     return values
 
 
@@ -98,9 +100,9 @@ def _esc(value: Any) -> str:
 
 
 def knobs_text(record: TrialRecord) -> str:
-    """``a=0.5, t=6, r=3, pp=1`` (plus ``luma`` for one input channel); plain text, not escaped."""
+    """``a=0.5, t=6, r=3, pp=1`` (plus ``luma`` for one input channel, ``INT8`` for an INT8 plan); plain text, not escaped."""
     text = ", ".join(f"{name}={format_value(value)}" for name, value in record.knobs.items())
-    return text + (", luma" if record.in_channels == 1 else "")
+    return text + (", luma" if record.in_channels == 1 else "") + (", INT8" if record.precision == "int8" else "")
 
 
 def hover_text(record: TrialRecord) -> str:
@@ -212,6 +214,10 @@ def color_options(
     tier_of = {r.number: candidate_tier(knob_values(r), baseline, tiers) for r in records}
     labels = tuple(t for t in TIER_ORDER if t in tier_of.values())
     options.append(ColorOption("tier", labels, {n: labels.index(t) for n, t in tier_of.items()}))
+    modes = {r.number: r.mode for r in records if r.mode}
+    if len(set(modes.values())) > 1:  # several deployment modes on one front: colour (and filter, in the legend) by mode
+        labels = tuple(sorted(set(modes.values())))
+        options.append(ColorOption("mode", labels, {n: labels.index(m) for n, m in modes.items()}))
     for knob in knobs:
         values = {r.number: knob_values(r)[knob] for r in records if knob in knob_values(r)}
         labels, position = _categories(knob, values.values())

@@ -151,8 +151,8 @@ def build_search_space(
             f"searchable knobs: {', '.join(definitions)}"
         )
 
-    def check(name: str, value: Any) -> KnobValue:
-        where = f"{source}: search_space.{name} = {value!r}"
+    def check(name: str, value: Any, key: str | None = None) -> KnobValue:
+        where = f"{source}: {key or f'search_space.{name}'} = {value!r}"
         try:
             if name == "resolution":
                 size = parse_resolution(value)
@@ -173,7 +173,7 @@ def build_search_space(
     baseline: dict[str, KnobValue] = {name: (int(v) if isinstance(v, bool) else v) for name, v in entry.defaults().items()}
     baseline["in_channels"] = 3
     baseline.update(DEFAULT_DEPLOYMENT)
-    baseline["resolution"] = check("resolution", resolution) if resolution is not None else None
+    baseline["resolution"] = check("resolution", resolution, key="resolution") if resolution is not None else None
 
     choices: dict[str, tuple[KnobValue, ...]] = {}
     tiers: dict[str, str] = {}

@@ -25,7 +25,8 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from ..errors import StudyError
+from ..errors import ConfigError, StudyError
+from ..secrets import has_password, mask_credentials
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SERVER_SCHEMES = ("postgresql", "mysql", "mariadb", "oracle", "mssql")
@@ -62,21 +63,26 @@ def parse_storage(setting: str | None, study_dir: Path, config_dir: Path) -> Sto
     if setting.startswith("sqlite:"):
         raw_path = setting.removeprefix("sqlite:///") if setting.startswith("sqlite:///") else ""
         if not raw_path or raw_path == ":memory:":
-            raise StudyError(f"storage {setting!r}: write sqlite:///path/to/study.db (an in-memory database cannot resume)")
+            raise ConfigError(f"storage {setting!r}: write sqlite:///path/to/study.db (an in-memory database cannot resume)")
         path = _resolve(raw_path, config_dir)
         return StorageSpec("sqlite", f"sqlite:///{path}", path)
     scheme = setting.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme not in SERVER_SCHEMES:
-        raise StudyError(
+        raise ConfigError(
             f"storage {mask_password(setting)!r} is not understood",
             hint="use sqlite:///study.db, postgresql://user@host/db, mysql+pymysql://user@host/db or journal:/path/file.journal",
         )
+    if has_password(setting):
+        raise ConfigError(
+            f"storage {mask_password(setting)!r} holds a password in the config",
+            hint="remove it; write ${VAR} and export VAR, or use PGPASSWORD / ~/.pgpass for PostgreSQL",
+        )
     try:
         url = make_url(_ENV_REFERENCE.sub("placeholder", setting))
-    except ArgumentError as exc:
-        raise StudyError(f"storage {mask_password(setting)!r} is not a valid database URL: {exc}") from None
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"storage {mask_password(setting)!r} is not a valid database URL: {mask_credentials(str(exc))}") from None
     if url.password is not None and url.password != "placeholder":
-        raise StudyError(
+        raise ConfigError(
             f"storage {mask_password(setting)!r} holds a password in the config",
             hint="remove it; write ${VAR} and export VAR, or use PGPASSWORD / ~/.pgpass for PostgreSQL",
         )
@@ -104,7 +110,7 @@ def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
             if attempt + 1 < OPEN_ATTEMPTS:
                 time.sleep(1.0 + attempt)
                 continue
-            message = str(exc).replace(url, spec.shown).splitlines()[0]
+            message = mask_credentials(str(exc).replace(url, spec.shown)).splitlines()[0]
             raise StudyError(
                 f"cannot open storage {spec.shown}: {message}",
                 hint="check that the database server is running, the database exists and the user may connect",
@@ -153,15 +159,15 @@ class SQLiteWriterLock:
 
 
 def mask_password(url: str) -> str:
-    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
-    return re.sub(r"(//[^:/@]+:)([^@]+)(@)", r"\1***\3", url)
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (see :func:`optiseg.secrets.mask_credentials`)."""
+    return mask_credentials(url)
 
 
 def _expand_environment(url: str) -> str:
     def replace(match: re.Match) -> str:
         name = match.group(1)
         if name not in os.environ:
-            raise StudyError(f"storage URL needs environment variable {name}, which is not set", hint=f"export {name}=...")
+            raise ConfigError(f"storage URL needs environment variable {name}, which is not set", hint=f"export {name}=...")
         return os.environ[name]
 
     return _ENV_REFERENCE.sub(replace, url)
