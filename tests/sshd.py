@@ -14,6 +14,7 @@ skips them.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +78,23 @@ class SSHServer:
             self.process.wait()
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
+    """A real, small file system at ``path`` (``mount -t tmpfs``, as root), unmounted on exit.
+
+    It stands for a device's nearly full or read-only disk. RuntimeError if this machine cannot mount.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size},mode=1777" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "optiseg-test", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot mount a tmpfs at {path} (the device-fault tests need root): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,8 +110,12 @@ def keygen(path: Path) -> Path:
     return path
 
 
-def start_sshd(folder: Path) -> SSHServer:
-    """Start sshd on 127.0.0.1 at a free port; RuntimeError (with the install command) if it cannot run."""
+def start_sshd(folder: Path, extra_options: tuple[str, ...] = ()) -> SSHServer:
+    """Start sshd on 127.0.0.1 at a free port; RuntimeError (with the install command) if it cannot run.
+
+    ``extra_options`` are more ``-o`` settings, e.g. ``("SetEnv=TMPDIR=/mnt/full",)`` to give the
+    device's sessions another temporary folder.
+    """
     if not SSHD.is_file() or shutil.which(SSH_KEYGEN) is None:
         raise RuntimeError(f"{SSHD} or ssh-keygen is missing: {INSTALL_HINT}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -118,6 +141,7 @@ def start_sshd(folder: Path) -> SSHServer:
             "-o", "KbdInteractiveAuthentication=no", "-o", "PermitRootLogin=prohibit-password",
             "-o", "Subsystem=sftp internal-sftp", "-o", "MaxStartups=100", "-o", "LogLevel=VERBOSE",
             *_penalty_options(),
+            *(word for option in extra_options for word in ("-o", option)),
         ]  # fmt: skip
         with log.open("wb") as handle:
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -32,7 +32,7 @@ def study(tmp_path):
 def test_train_writes_the_run_folder_and_a_summary(study, cli, tmp_path):
     result = cli("train", str(study), *NETWORK)
     assert result.returncode == 0, result.stderr
-    run_dir = tmp_path / "runs" / "train" / "fastscnn-a=0.25-t=2-r=1-pp=1-64x64"
+    run_dir = tmp_path / "runs" / "train" / "fastscnn-64x64-rgb-c1-a0.25_t2_r1_pp1"  # the network's one key
     assert {p.name for p in run_dir.iterdir()} >= {"checkpoint.pt", "best.pt", "metrics.json", "model.onnx", "train.log"}
     assert "test IoU (foreground)" in result.stdout and str(run_dir) in result.stdout
     assert "epoch 2/2" in result.stderr  # one line per epoch when stderr is not a terminal

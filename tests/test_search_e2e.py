@@ -286,3 +286,40 @@ def test_a_search_timed_over_ssh(cli, tmp_path, data_root, sshd):
     trial = load_study(tmp_path, "over-ssh").trials[0]
     assert trial.state == TrialState.COMPLETE
     assert read_record(trial).latency["device_key"].startswith("ssh:") and read_record(trial).latency_ms > 0
+
+
+def test_a_device_failure_is_retried_on_the_next_run_and_a_plan_failure_is_not(tmp_path, data_root, monkeypatch):
+    import optiseg.training
+    from optiseg.config import load_config
+    from optiseg.devices.local import LocalRunner
+    from optiseg.errors import DeviceError
+    from optiseg.search import run_search
+
+    real_measure, real_train = LocalRunner.measure, optiseg.training.train_network
+
+    def device_down(self, path):
+        if "64x64" in str(path.parent):
+            raise DeviceError("onnxruntime crashed on the device (simulated)")
+        return real_measure(self, path)
+
+    def diverges(network, **kwargs):
+        if network.resolution == (96, 96):
+            raise optiseg.errors.OptisegError("training diverged at epoch 1 (simulated)")
+        return real_train(network, **kwargs)
+
+    import optiseg.errors
+
+    monkeypatch.setattr(LocalRunner, "measure", device_down)
+    monkeypatch.setattr(optiseg.training, "train_network", diverges)
+    config = load_config(make_config(tmp_path, data_root, "retry"))
+    first = run_search(config, quiet=True)
+    assert first.counts["failed"] == 2 and first.counts["complete"] == 1
+    failures = {read_record(t).resolution: read_record(t) for t in load_study(tmp_path, "retry").trials if t.state == TrialState.FAIL}
+    assert failures["64x64"].error_retryable and not failures["96x96"].error_retryable
+
+    monkeypatch.setattr(LocalRunner, "measure", real_measure)  # the user fixed the device
+    second = run_search(config, quiet=True)
+    trials = [read_record(t) for t in load_study(tmp_path, "retry").trials]
+    assert [r.retry_of for r in trials if r.resolution == "64x64" and r.status == "complete"] == [failures["64x64"].number]
+    assert not any(r.retry_of == failures["96x96"].number for r in trials)  # final: the same plan fails the same way
+    assert second.counts["complete"] == 2

@@ -51,6 +51,8 @@ def run_train(args: argparse.Namespace) -> int:
     from ..network import Network
     from ..training import train_network
 
+    if args.output is not None and args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"-o {args.output} is a file, not a run folder", hint="give a folder (it is made if missing)")
     loaded = load_config(args.config)
     config = loaded.config
     model = args.model or config.model

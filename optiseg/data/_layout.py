@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +55,7 @@ def discover(cfg: DataConfig) -> Layout:
     empty = {name: () for name in SPLITS}
     if not root.is_dir():
         fix = "check data.root, or add a `synthetic:` section (or run `optiseg data synth`) to generate a data set there"
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        return Layout(None, empty, (Problem(str(root), f"the data folder {what}", fix),))
+        return Layout(None, empty, (Problem(str(root), f"the data folder {path_kind(root)}", fix),))
     kind = _layout_kind(cfg)
     if kind is None:
         fix = (
@@ -117,26 +118,62 @@ def _pair_folder(folder: Path, cfg: DataConfig) -> tuple[tuple[Sample, ...], lis
     ]
     if problems:
         return (), problems
-    images, found = _by_stem(image_dir)
+    images, found, ambiguous = _by_stem(image_dir)
     problems += found
-    masks, found = _by_stem(mask_dir)
+    masks, found, ambiguous_masks = _by_stem(mask_dir)
     problems += found
-    for stem in sorted(images.keys() - masks.keys()):
+    ambiguous |= ambiguous_masks  # already reported once, naming every file: no second, misleading problem
+    for stem in sorted(images.keys() - masks.keys() - ambiguous):
         problems.append(Problem(str(images[stem]), "image without a mask", f"add {mask_dir}/{stem}.png or remove the image"))
-    for stem in sorted(masks.keys() - images.keys()):
+    for stem in sorted(masks.keys() - images.keys() - ambiguous):
         problems.append(Problem(str(masks[stem]), "mask without an image", f"add the image {image_dir}/{stem}.* or remove the mask"))
     samples = tuple(Sample(stem, images[stem], masks[stem]) for stem in sorted(images.keys() & masks.keys()))
     return samples, problems
 
 
-def _by_stem(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
-    """The image files of ``folder`` by stem; other entries and duplicate stems are problems."""
+def path_kind(path: Path) -> str:
+    """What is at ``path`` when it is not the folder or file wanted, in words (a symlink loop, a FIFO, ...)."""
+    import stat
+
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "is a symlink loop"
+        except FileNotFoundError:
+            return f"is a broken symlink (to {os.readlink(path)})"
+        except OSError as exc:
+            return f"is a symlink that cannot be followed ({exc.strerror})"
+        info = path.stat()
+    for test, words in ((stat.S_ISREG, "is a file, not a folder"), (stat.S_ISFIFO, "is a FIFO (named pipe)"),
+                        (stat.S_ISSOCK, "is a socket"), (stat.S_ISCHR, "is a character device"),
+                        (stat.S_ISBLK, "is a block device"), (stat.S_ISDIR, "is a folder")):
+        if test(info.st_mode):
+            return words
+    return "is not a regular file"
+
+
+def _by_stem(folder: Path) -> tuple[dict[str, Path], list[Problem], set[str]]:
+    """The image files of ``folder`` by stem, the problems, and the stems held by several files.
+
+    Only regular files are ever opened: a FIFO, socket, device or broken link among them is an
+    error naming it (opening a FIFO would block forever).
+    """
     by_stem: dict[str, list[Path]] = defaultdict(list)
     problems = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             continue
-        if path.is_dir():
+        if not path.is_dir() and not path.is_file():
+            problems.append(Problem(str(path), f"{path_kind(path).removeprefix('is ')}, not an image file",
+                                    "remove it from the data folder (only regular files are read)"))
+        elif path.is_dir():
             problems.append(Problem(str(path), "sub-folder is not searched", "move its files up a level if they belong to the data set", "warning"))
         elif path.suffix.lower() not in IMAGE_SUFFIXES:
             problems.append(
@@ -144,14 +181,16 @@ def _by_stem(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
             )
         else:
             by_stem[path.stem].append(path)
-    unique = {}
+    unique, ambiguous = {}, set()
     for stem, paths in by_stem.items():
         if len(paths) > 1:
-            names = ", ".join(p.name for p in paths)
-            problems.append(Problem(str(folder / stem), f"several files share the stem {stem!r}: {names}", "keep one of them"))
+            names = " and ".join(p.name for p in paths)
+            problems.append(Problem(str(folder / stem), f"{names} share the stem {stem!r}: which one is the sample is ambiguous",
+                                    "keep one of them (or rename one if they are different images)"))
+            ambiguous.add(stem)
         else:
             unique[stem] = paths[0]
-    return unique, problems
+    return unique, problems, ambiguous
 
 
 def _shared_stems(splits: dict[str, tuple[Sample, ...]]) -> list[Problem]:
