@@ -42,7 +42,7 @@ CONFIGS = {
     "per-tensor minmax": QuantizationSettings(method="minmax", per_channel=False),
     "per-channel percentile": QuantizationSettings(method="percentile", per_channel=True),
     "per-channel entropy": QuantizationSettings(method="entropy", per_channel=True),
-    "per-channel minmax, Resize in float": QuantizationSettings(method="minmax", per_channel=True, exclude_ops=("Resize",)),
+    "per-channel minmax Resize-in-float": QuantizationSettings(method="minmax", per_channel=True, exclude_ops=("Resize",)),
 }
 
 

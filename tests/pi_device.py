@@ -261,6 +261,9 @@ class PiDevice:
             prints.append(done.stdout.split()[1])
         return prints
 
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
     def stop(self) -> None:
         """End sshd and with it every process and mount of its namespace."""
         if self.process.poll() is None:
@@ -328,7 +331,7 @@ def start_pi(folder: Path, rootfs: Path | None = None) -> PiDevice:
                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
                                        env={"PATH": CHROOT_PATH, "LANG": "C.UTF-8"})  # fmt: skip
         if _wait_for_banner(port, process, timeout=90):
-            return PiDevice("127.0.0.1", port, USER, f"~/optiseg-venv/bin/python", rootfs, client_key, folder, log,
+            return PiDevice("127.0.0.1", port, USER, "~/optiseg-venv/bin/python", rootfs, client_key, folder, log,
                             process)  # fmt: skip
         with contextlib.suppress(ProcessLookupError):
             process.kill()

@@ -1,0 +1,62 @@
+# Shared by scripts/quickstart.sh and scripts/test.sh (sourced, not run). Every step is idempotent:
+# packages already installed are not installed again (no apt-get update either), the venv in .venv
+# is reused, torch 2.13.0 is installed only if missing, and `pip install -e` runs again only when
+# pyproject.toml or the extras changed.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${OPTISEG_VENV:-$REPO/.venv}"
+TORCH_VERSION=2.13.0
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else say "need root for: $*  (run as root, or install sudo)"; exit 1
+    fi
+}
+
+# apt_packages PKG...: install the Debian/Ubuntu packages that are not installed yet.
+apt_packages() {
+    local missing=()
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$package")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        say "system packages present: $*"
+        return
+    fi
+    say "installing system packages: ${missing[*]}"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
+# python_env EXTRAS: .venv with torch 2.13.0 (installed first, so pip never fetches a CUDA build)
+# and optiseg installed editable with EXTRAS ("" or "[dev]").
+python_env() {
+    local extras="$1"
+    if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+        say "creating the virtual environment $VENV"
+        python3 -m venv "$VENV"
+    else
+        say "reusing the virtual environment $VENV"
+    fi
+    if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+        say "installing torch==$TORCH_VERSION first (the CPU build)"
+        "$VENV/bin/pip" install "torch==$TORCH_VERSION"
+    fi
+    # The stamp holds pyproject.toml's hash and the extras installed; [dev] includes the main install.
+    local stamp="$VENV/.optiseg-install" hash
+    hash="$(sha256sum < "$REPO/pyproject.toml" | cut -d' ' -f1)"
+    if [ "$(sed -n 1p "$stamp" 2>/dev/null)" = "$hash" ] && "$VENV/bin/python" -c 'import optiseg' 2>/dev/null \
+        && { [ -z "$extras" ] || [ "$(sed -n 2p "$stamp")" = "$extras" ]; }; then
+        say "optiseg$extras already installed in $VENV"
+    else
+        say "installing optiseg$extras (pip install -e '.$extras')"
+        "$VENV/bin/pip" install -e "$REPO$extras"
+        printf '%s\n%s\n' "$hash" "$extras" > "$stamp"
+    fi
+    # shellcheck disable=SC1091
+    . "$VENV/bin/activate"
+}
