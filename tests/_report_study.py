@@ -171,7 +171,7 @@ def study_folder(root: Path, *, name: str = EVIL, class_names=("background", EVI
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     generate_synthetic(root / "data", images, 2, seed=0, size=(96, 64))
     config = {
-        "study": name, "model": "fastscnn", "effort": "intermediate", "resolution": 64, "search_space": SEARCH_SPACE,
+        "study": "demo", "model": "fastscnn", "effort": "intermediate", "resolution": 64, "search_space": SEARCH_SPACE,
         "constraints": {"max_latency_ms": MAX_LATENCY_MS, "min_iou": MIN_IOU},
         "data": {"root": "data", "masks": "binary", "classes": list(class_names)},
         "budget": {"n_trials": 12}, "output": "runs",

@@ -123,13 +123,13 @@ def test_a_study_without_trials_renders_too(browser, tmp_path):
     import optuna
 
     from optiseg.report import build_report
-    from optiseg.search import StudyPaths
+    from optiseg.layout import StudyLayout
     from optiseg.search.storage import StorageSpec
     from optiseg.search.study import StudyHandle
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"], study_name="empty")
-    handle = StudyHandle("empty", StudyPaths(tmp_path), StorageSpec("sqlite", "sqlite:///none.db"), study, None)
+    handle = StudyHandle("empty", StudyLayout(tmp_path), StorageSpec("sqlite", "sqlite:///none.db"), study, None)
     result = build_report(handle, tmp_path / "empty.html")
     visit = Visit(browser, result.path)
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .._atomic import write_text_atomic
-from .. import records
+from .. import records as store
 from ..errors import OptisegError
 from ..layout import StudyLayout
 from ..results import TrialRecord, load_records, pareto_front
@@ -98,7 +98,7 @@ def gather_page(handle, *, study_arg: str | None = None, options: ReportOptions 
 
     study = handle.study
     records = load_records(study)
-    settings: Mapping[str, Any] = records.study_settings(study)
+    settings: Mapping[str, Any] = store.study_settings(study)
     folder = Path(handle.paths.folder)
     info = _read_json(StudyLayout(folder).study_file) or {}
     notes: list[str] = []
