@@ -51,8 +51,8 @@ def run_train(args: argparse.Namespace) -> int:
     from ..network import Network
     from ..training import train_network
 
-    if args.output is not None and args.output.exists() and not args.output.is_dir():
-        raise UsageError(f"-o {args.output} is a file, not a run folder", hint="give a folder (it is made if missing)")
+    if args.output is not None:
+        _check_run_folder(args.output)
     loaded = load_config(args.config)
     config = loaded.config
     model = args.model or config.model
@@ -86,6 +86,17 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     _print_summary(metrics)
     return 0
+
+
+def _check_run_folder(path: Path) -> None:
+    """Refuse ``-o`` when it cannot be a run folder (a file, a FIFO, a symlink loop, below a file), before any work."""
+    from ..data import folder_problem
+    from ..errors import UsageError
+
+    problem = folder_problem(path)
+    if problem is not None:
+        raise UsageError(f"-o cannot be the run folder: {problem}",
+                         hint="give a folder (it is made if missing), or remove what is there")
 
 
 def _print_summary(m: Mapping[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from ._io import read_image, read_mask
+from ._io import UnreadableFile, read_image, read_mask
 from ._layout import Problem, Sample
-from ._masks import IGNORE, MaskCodec
+from ._masks import IGNORE, MaskCodec, MaskValueError
+from ._paths import shown
 from .check import check_dataset, summarize_problems
 from .synth import generate_synthetic, read_spec
 
@@ -54,12 +56,20 @@ class Dataset:
         return getattr(self, name)
 
     def read_image(self, sample: Sample) -> np.ndarray:
-        """The sample's image, RGB uint8 (H, W, 3)."""
-        return read_image(sample.image)
+        """The sample's image, RGB uint8 (H, W, 3); :class:`DataError` if it changed since the check and is unreadable."""
+        try:
+            return read_image(sample.image)
+        except UnreadableFile as exc:
+            raise _changed(sample.image, f"unreadable image: {exc}") from None
 
     def read_mask(self, sample: Sample) -> np.ndarray:
-        """The sample's mask as class indices, uint8 (H, W), 255 = ignored."""
-        return self.codec.decode(read_mask(sample.mask))
+        """The sample's mask as class indices, uint8 (H, W), 255 = ignored; :class:`DataError` as for images."""
+        try:
+            return self.codec.decode(read_mask(sample.mask))
+        except UnreadableFile as exc:
+            raise _changed(sample.mask, f"unreadable mask: {exc}") from None
+        except MaskValueError as exc:
+            raise _changed(sample.mask, str(exc)) from None
 
     def fingerprint(self) -> str:
         """A short hash of the files (names and sizes) of each split and of the classes.
@@ -71,9 +81,20 @@ class Dataset:
             digest.update(name.encode())
             for sample in self.split(name):
                 for path in (sample.image, sample.mask):
-                    digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+                    try:
+                        size = path.stat().st_size
+                    except OSError as exc:
+                        raise _changed(path, f"cannot be read ({exc.strerror or exc})") from None
+                    digest.update(f"{path.name}\0{size}\0".encode("utf-8", "surrogateescape"))
         digest.update("\0".join(self.class_names).encode())
         return digest.hexdigest()[:16]
+
+
+def _changed(path: Path, what: str) -> DataError:
+    return DataError(
+        f"{shown(str(path))}: {what} (it passed the data check, so it changed since)",
+        hint="restore the file, or run `optiseg data check CONFIG` again to find every problem",
+    )
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -109,7 +130,7 @@ def prepare_synthetic(cfg: DataConfig) -> bool:
     synthetic = cfg.synthetic
     if synthetic is None:
         return False
-    if not cfg.root.exists():
+    if not os.path.lexists(cfg.root):  # a broken link or a loop is reported by the check, never written through
         generate_synthetic(cfg.root, synthetic.n, synthetic.classes, seed=synthetic.seed, size=(synthetic.width, synthetic.height))
         return True
     wanted = {"n": synthetic.n, "classes": synthetic.classes, "seed": synthetic.seed, "width": synthetic.width, "height": synthetic.height}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ._paths import NotRegularFile, read_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -16,7 +19,7 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 class UnreadableFile(Exception):
-    """A file that is missing, truncated or not an image; the message says which."""
+    """A file that is missing, truncated, not an image or not a regular file; the message says which."""
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -33,7 +36,7 @@ def read_mask(path: Path) -> np.ndarray:
     """
     data = _read_bytes(path)
     if _is_palette_png(data):
-        return _read_palette_png(path)
+        return _read_palette_png(data)
     mask = _decode(path, data, cv2.IMREAD_UNCHANGED)
     if mask.ndim == 3:
         mask = cv2.cvtColor(mask[..., :3], cv2.COLOR_BGR2RGB)
@@ -46,7 +49,9 @@ def read_mask(path: Path) -> np.ndarray:
 
 def _read_bytes(path: Path) -> np.ndarray:
     try:
-        return np.fromfile(path, dtype=np.uint8)
+        return np.frombuffer(read_regular(path), dtype=np.uint8)
+    except NotRegularFile as exc:
+        raise UnreadableFile(str(exc)) from None
     except OSError as exc:
         raise UnreadableFile(f"cannot read the file: {exc.strerror or exc}") from None
 
@@ -73,7 +78,7 @@ def _is_palette_png(data: np.ndarray) -> bool:
     return data.size > 25 and data[:8].tobytes() == _PNG_SIGNATURE and int(data[25]) == _PNG_PALETTE
 
 
-def _read_palette_png(path: Path) -> np.ndarray:
+def _read_palette_png(data: np.ndarray) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
@@ -82,7 +87,7 @@ def _read_palette_png(path: Path) -> np.ndarray:
             "or save the masks as greyscale PNGs"
         ) from None
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
             return np.asarray(image.convert("P") if image.mode != "P" else image, dtype=np.uint8).copy()
     except (OSError, ValueError) as exc:
         raise UnreadableFile(f"the file is truncated or not a valid PNG ({exc})") from None

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ._io import IMAGE_SUFFIXES
+from ._paths import path_kind, shown
 
 SPLITS = ("train", "val", "test")
 
@@ -35,6 +36,11 @@ class Problem:
     fix: str
     severity: Literal["error", "warning"] = "error"
 
+    def __post_init__(self) -> None:
+        # File names need not be UTF-8: show their odd bytes as \xNN, so that printing never fails.
+        for name in ("file", "message", "fix"):
+            object.__setattr__(self, name, shown(getattr(self, name)))
+
     def __str__(self) -> str:
         return f"{self.file}: {self.message} ({self.fix})"
 
@@ -54,8 +60,15 @@ def discover(cfg: DataConfig) -> Layout:
     root = cfg.root
     empty = {name: () for name in SPLITS}
     if not root.is_dir():
-        fix = "check data.root, or add a `synthetic:` section (or run `optiseg data synth`) to generate a data set there"
-        return Layout(None, empty, (Problem(str(root), f"the data folder {path_kind(root)}", fix),))
+        kind = path_kind(root)
+        if kind == "does not exist":
+            fix = "check data.root, or add a `synthetic:` section (or run `optiseg data synth`) to generate a data set there"
+        else:
+            fix = "point data.root at the folder that holds the data set" + (" (fix or remove the link)" if "symlink" in kind else "")
+        return Layout(None, empty, (Problem(str(root), f"the data folder {_not_a_folder(kind)}", fix),))
+    unlistable = _unlistable(root)
+    if unlistable:
+        return Layout(None, empty, (unlistable,))
     kind = _layout_kind(cfg)
     if kind is None:
         fix = (
@@ -99,9 +112,9 @@ def split_samples(samples: tuple[Sample, ...], fractions: tuple[float, float, fl
 def _layout_kind(cfg: DataConfig) -> Literal["split", "single"] | None:
     if cfg.layout != "auto":
         return cfg.layout
-    if any((cfg.root / name).is_dir() for name in SPLITS):
+    if any((cfg.root / name).is_dir() or (cfg.root / name).is_symlink() for name in SPLITS):
         return "split"
-    if (cfg.root / cfg.images_dir).is_dir() or (cfg.root / cfg.masks_dir).is_dir():
+    if any((cfg.root / d).is_dir() or (cfg.root / d).is_symlink() for d in (cfg.images_dir, cfg.masks_dir)):
         return "single"
     return None
 
@@ -109,13 +122,19 @@ def _layout_kind(cfg: DataConfig) -> Literal["split", "single"] | None:
 def _pair_folder(folder: Path, cfg: DataConfig) -> tuple[tuple[Sample, ...], list[Problem]]:
     image_dir, mask_dir = folder / cfg.images_dir, folder / cfg.masks_dir
     if not folder.is_dir():
-        fix = f"create {folder.name}/{cfg.images_dir} and {folder.name}/{cfg.masks_dir}, or use `layout: single` to split one folder"
-        return (), [Problem(str(folder), "the split folder is missing", fix)]
+        kind = path_kind(folder)
+        if kind == "does not exist":
+            fix = f"create {folder.name}/{cfg.images_dir} and {folder.name}/{cfg.masks_dir}, or use `layout: single` to split one folder"
+            return (), [Problem(str(folder), "the split folder is missing", fix)]
+        return (), [Problem(str(folder), f"the split folder {_not_a_folder(kind)}", f"make {folder} the folder of the {folder.name} split")]
     problems = [
         Problem(str(d), "the folder is missing", f"create it and put the {what} there")
+        if path_kind(d) == "does not exist"
+        else Problem(str(d), f"the {what} folder {_not_a_folder(path_kind(d))}", f"make {d} a folder holding the {what}")
         for d, what in ((image_dir, "images"), (mask_dir, "masks"))
         if not d.is_dir()
     ]
+    problems += [p for p in (_unlistable(image_dir), _unlistable(mask_dir)) if p and not problems]
     if problems:
         return (), problems
     images, found, ambiguous = _by_stem(image_dir)
@@ -131,32 +150,22 @@ def _pair_folder(folder: Path, cfg: DataConfig) -> tuple[tuple[Sample, ...], lis
     return samples, problems
 
 
-def path_kind(path: Path) -> str:
-    """What is at ``path`` when it is not the folder or file wanted, in words (a symlink loop, a FIFO, ...)."""
-    import stat
+def _not_a_folder(kind: str) -> str:
+    """``kind`` (from :func:`path_kind`) completed for a path that should be a folder."""
+    return f"{kind}, not a folder" if kind.startswith("is ") else kind
 
+
+def _unlistable(folder: Path) -> Problem | None:
+    """A problem when the files of ``folder`` cannot be listed (no read or search permission, I/O error)."""
     try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return "does not exist"
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                entry.is_dir()  # needs search (x) permission on the folder
+                break
     except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
-    if stat.S_ISLNK(info.st_mode):
-        try:
-            path.resolve(strict=True)
-        except RuntimeError:
-            return "is a symlink loop"
-        except FileNotFoundError:
-            return f"is a broken symlink (to {os.readlink(path)})"
-        except OSError as exc:
-            return f"is a symlink that cannot be followed ({exc.strerror})"
-        info = path.stat()
-    for test, words in ((stat.S_ISREG, "is a file, not a folder"), (stat.S_ISFIFO, "is a FIFO (named pipe)"),
-                        (stat.S_ISSOCK, "is a socket"), (stat.S_ISCHR, "is a character device"),
-                        (stat.S_ISBLK, "is a block device"), (stat.S_ISDIR, "is a folder")):
-        if test(info.st_mode):
-            return words
-    return "is not a regular file"
+        return Problem(str(folder), f"the folder cannot be listed ({exc.strerror or exc})",
+                       f"give your user read and search permission on it (chmod -R u+rX {folder})")
+    return None
 
 
 def _by_stem(folder: Path) -> tuple[dict[str, Path], list[Problem], set[str]]:
@@ -171,7 +180,8 @@ def _by_stem(folder: Path) -> tuple[dict[str, Path], list[Problem], set[str]]:
         if path.name.startswith("."):
             continue
         if not path.is_dir() and not path.is_file():
-            problems.append(Problem(str(path), f"{path_kind(path).removeprefix('is ')}, not an image file",
+            kind = path_kind(path)
+            problems.append(Problem(str(path), f"{kind}, not an image file" if kind.startswith("is ") else kind,
                                     "remove it from the data folder (only regular files are read)"))
         elif path.is_dir():
             problems.append(Problem(str(path), "sub-folder is not searched", "move its files up a level if they belong to the data set", "warning"))

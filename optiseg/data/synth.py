@@ -25,6 +25,7 @@ import numpy as np
 from ..config import SYNTHETIC_CLASSES
 from ..errors import UsageError
 from ._layout import SPLITS
+from ._paths import folder_problem, read_regular, shown
 
 MARKER = "optiseg-synthetic.json"
 DEFAULT_SIZE = (480, 270)  # width, height
@@ -91,14 +92,17 @@ def generate_synthetic(
 def read_spec(root: Path) -> SynthSpec | None:
     """The spec a synthetic data set at ``root`` was generated with, or None if it is not one."""
     try:
-        return SynthSpec(**json.loads((root / MARKER).read_text(encoding="utf-8")))
+        return SynthSpec(**json.loads(read_regular(root / MARKER).decode("utf-8")))
     except (OSError, ValueError, TypeError):
         return None
 
 
 def _validate(out: Path, spec: SynthSpec) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{out} already exists and is not an empty folder", hint="choose a new folder, or delete this one")
+    problem = folder_problem(out)
+    if problem is not None:
+        raise UsageError(f"cannot write the data set there: {problem}", hint="choose a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"{shown(str(out))} already exists and is not an empty folder", hint="choose a new folder, or delete this one")
     if spec.n < 3:
         raise UsageError(f"--n {spec.n} is too small: train, val and test need at least one image each (use >= 20)")
     if not 2 <= spec.classes <= len(SYNTHETIC_CLASSES):
