@@ -18,6 +18,7 @@ from typing import Any
 from .errors import StudyError
 from .network import Network
 from .plans import DeploymentPlan, Evaluation
+from .secrets import mask_credentials
 
 SCHEMA = 2
 
@@ -296,6 +297,7 @@ def _record(trial, status: str, plan, evaluation: Evaluation, attrs: Mapping[str
         worker=attrs.get(_WORKER),
         seconds=trial.duration.total_seconds() if trial.duration else None,
         schema=schema,
+        label=attrs.get(_NETWORK_KEY) if plan is None else None,  # cut off before its plan was written
     )
 
 
@@ -442,9 +444,15 @@ class TrialWriter:
 
 
 def record_failure(trial, message: str, *, retryable: bool) -> None:
-    trial.set_user_attr(_ERROR, message[:500])
+    trial.set_user_attr(_ERROR, mask_credentials(message)[:500])
     trial.set_user_attr(_ERROR_RETRYABLE, bool(retryable))
     trial.set_user_attr(_STATUS, FAILED)
+
+
+def claim_network(trial, plan: DeploymentPlan) -> None:
+    """Say at once which network ``trial`` evaluates, so that other workers' budget checks count it."""
+    trial.set_user_attr(_NETWORK_KEY, plan.network.key)
+    trial.set_user_attr(_PLAN_KEY, plan.key)
 
 
 def record_skipped(trial, reason: str | None = None) -> None:
@@ -532,9 +540,10 @@ def study_schema(study) -> int:
 
 
 def write_study_settings(study, settings: Mapping[str, Any], digest: str) -> None:
+    """The schema first and the hash last: another worker that sees the hash sees a complete study."""
+    study.set_user_attr(_STUDY_SCHEMA, SCHEMA)
     study.set_user_attr(_SETTINGS, dict(settings))
     study.set_user_attr(_SETTINGS_HASH, digest)
-    study.set_user_attr(_STUDY_SCHEMA, SCHEMA)
 
 
 def check_study_schema(study, name: str, *, for_writing: bool) -> None:

@@ -8,6 +8,11 @@ never imports optiseg, so it can be copied anywhere and run by hand:
                             [--min-seconds 2] [--graph-optimization all]
     python3 measure_onnx.py --facts [--disk-path DIR]
 
+With ``--exit-with-parent`` the script ends (exit status 4, no output) as soon as
+its standard input reaches end-of-file or its parent process is gone: the caller
+keeps a pipe (or an SSH channel) open while it waits, so a killed caller or a
+dropped SSH session never leaves a timing process running on the device.
+
 Protocol (onnxruntime perf test / MLPerf single-stream): session creation is
 timed apart, ``--warmup`` untimed runs follow, then timed runs until both
 ``--min-runs`` runs and ``--min-seconds`` seconds are reached. Inputs are random
@@ -19,17 +24,21 @@ device's facts, or ``{"ok": false, "error": ..., "kind": ...}`` and exit status 
 """
 
 import argparse
+import faulthandler
 import json
 import math
 import os
 import platform
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 FAILED = 3
+PARENT_GONE = 4
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 ARM_CORES = {
     "0xd03": "Cortex-A53",
@@ -72,7 +81,13 @@ def main(argv=None):
     parser.add_argument("--min-runs", type=int, default=50)
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all")
+    parser.add_argument(
+        "--exit-with-parent", action="store_true", help="end when stdin reaches EOF or the parent process is gone"
+    )
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a crash in onnxruntime or numpy leaves a Python traceback on stderr
+    if args.exit_with_parent:
+        watch_parent()
     threads = args.threads if args.threads > 0 else usable_cores()
     # Pinned before numpy or onnxruntime is imported: their thread pools read these once.
     for name in THREAD_VARIABLES:
@@ -92,6 +107,30 @@ def main(argv=None):
         payload = {"ok": False, "kind": "internal", "error": "%s: %s" % (type(exc).__name__, exc)}
     emit(payload)
     return 0 if payload["ok"] else FAILED
+
+
+def watch_parent(interval=0.5):
+    """End this process when stdin reaches EOF or the parent changes (it died and this one was re-parented)."""
+    parent = os.getppid()
+
+    def watch():
+        stdin_open = True
+        while True:
+            if stdin_open:
+                try:
+                    readable, _, _ = select.select([0], [], [], interval)
+                    if readable and not os.read(0, 65536):
+                        os._exit(PARENT_GONE)
+                except (OSError, ValueError):
+                    stdin_open = False  # no usable stdin: the parent check alone
+            else:
+                time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(PARENT_GONE)
+
+    thread = threading.Thread(target=watch, name="parent-watchdog")
+    thread.daemon = True
+    thread.start()
 
 
 def emit(payload):

@@ -188,6 +188,21 @@ def _wait_for_banner(port: int, process: subprocess.Popen, timeout: float = 10.0
     return False
 
 
+def runner_for(section: dict):
+    """An SSH runner for a ``device:`` section (as a mapping)."""
+    from optiseg.config.device import DeviceConfig
+    from optiseg.devices.ssh import SSHRunner
+
+    return SSHRunner(DeviceConfig.model_validate(section))
+
+
+def executable(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` as an executable script."""
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
 def make_matmul_onnx(path: Path, inputs: int = 256, outputs: int = 64) -> Path:
     """A valid ONNX model of about ``inputs * outputs * 4`` bytes that runs in microseconds."""
     import numpy as np

@@ -18,17 +18,10 @@ from optiseg.devices import open_pool
 from optiseg.devices.ssh import SSHRunner
 from optiseg.errors import DeviceError, UsageError
 
+from sshd import executable, runner_for
+
 pytest_plugins = ("sshd",)
 
-
-def runner_for(section: dict) -> SSHRunner:
-    return SSHRunner(DeviceConfig.model_validate(section))
-
-
-def executable(path: Path, text: str) -> Path:
-    path.write_text(text)
-    path.chmod(0o755)
-    return path
 
 
 def fingerprint(public_key_file: Path) -> str:

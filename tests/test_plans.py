@@ -151,3 +151,14 @@ def test_the_front_and_the_report_keep_each_precision_apart():
     options = {o.name: o for o in color_options([fp32, int8], ["precision"], {"precision": "fp32"}, {"precision": "opt-in"})}
     assert options["mode"].labels == ("device", "int8") and options["precision"].labels == ("fp32", "int8")
     assert knobs_text(int8).endswith("INT8") and not knobs_text(fp32).endswith("INT8")
+
+
+def test_a_trial_cut_off_before_its_plan_was_written_still_names_its_network(study):
+    from optiseg.search.lease import recover_stale_trials
+
+    trial = study.ask()
+    records.claim_network(trial, get_mode("device").plan(NETWORK, {}))
+    recover_stale_trials(study, all_running_are_dead=True)  # its worker was killed right after asking
+    record = records.read_record(study.trials[0])
+    assert record.status == records.INTERRUPTED and record.candidate == NETWORK.key
+    assert "worker stopped" in record.error

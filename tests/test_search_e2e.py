@@ -276,7 +276,15 @@ def test_a_search_timed_over_ssh(cli, tmp_path, data_root, sshd):
     refused = cli("search", str(unknown))
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "optiseg device trust" in refused.stderr and "SHA256:" in refused.stderr
-    assert not (tmp_path / "runs" / "untrusted" / "candidates").exists()  # no trial started
+    assert not (tmp_path / "runs" / "untrusted").exists()  # a failed start leaves no half-made study
+
+    wrong_login = make_config(
+        tmp_path, data_root, "wrong-login", budget={"n_trials": 1},
+        device={**sshd.device(sshd.write_known_hosts(tmp_path / "known_hosts")), "key_file": str(sshd.wrong_key)},
+    )
+    refused = cli("search", str(wrong_login))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr and "authentication as" in refused.stderr
+    assert not (tmp_path / "runs" / "wrong-login").exists()
 
     trusted = make_config(
         tmp_path, data_root, "over-ssh", device=sshd.device(sshd.write_known_hosts(tmp_path / "known_hosts")), budget={"n_trials": 1}

@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from optiseg.errors import ConfigError, StudyError
 from optiseg import records
 from optiseg.search.lease import LeaseSettings, TrialLease, recover_stale_trials
-from optiseg.search.storage import SQLiteWriterLock, mask_password, open_storage, parse_storage
+from optiseg.search.storage import SQLiteWriterLock, open_storage, parse_storage
+from optiseg.secrets import mask_credentials
 
 
 def test_default_is_sqlite_in_the_study_folder(tmp_path):
@@ -34,7 +35,7 @@ def test_passwords_are_refused_and_env_references_allowed(monkeypatch):
     monkeypatch.delenv("OPTISEG_TEST_PW", raising=False)
     with pytest.raises(ConfigError, match="OPTISEG_TEST_PW"):
         open_storage(spec)
-    assert mask_password("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert mask_credentials("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
 
 
 @pytest.mark.parametrize("bad", ["redis://x", "sqlite://", "sqlite:///:memory:", "study.db"])

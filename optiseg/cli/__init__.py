@@ -66,9 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _print_error("interrupted")
         return 130
+    except Exception as exc:  # a bug: its traceback is shown as Python would, with every credential masked
+        import traceback
+
+        from ..secrets import mask_credentials
+
+        sys.stderr.write(mask_credentials("".join(traceback.format_exception(exc))))
+        return 1
 
 
 def _print_error(message: str) -> None:
+    """Print a user-facing failure on stderr; every message goes through the one credential mask."""
     from rich.console import Console
     from rich.markup import escape
 

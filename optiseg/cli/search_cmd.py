@@ -84,7 +84,7 @@ def run_search_command(args: argparse.Namespace) -> int:
         if args.timeout is not None:
             budget["timeout"] = args.timeout
         overrides["budget"] = budget
-    loaded = load_config(args.config, overrides=overrides)
+    loaded = load_config(args.config, overrides=overrides, for_search=True)
     summary = run_search(loaded, force=args.force, quiet=args.quiet or args.json)
     if args.json:
         print_json(

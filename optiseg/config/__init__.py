@@ -58,27 +58,30 @@ class LoadedConfig:
 
 
 class _DuplicateKey(Exception):
-    def __init__(self, key: Any, first: int, second: int):
+    def __init__(self, key: Any, first: str, second: str):
         super().__init__(key)
         self.key, self.first, self.second = key, first, second
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key written twice in one mapping (PyYAML keeps the last one silently)."""
+    """A safe loader that refuses a key written twice in one mapping (PyYAML keeps the last one silently).
+
+    Keys brought in by a merge (``<<: *anchor``) may be overridden, as YAML intends; two keys that Python
+    holds equal (``1`` and ``true``) are the same key, since one would silently replace the other.
+    """
 
     def construct_mapping(self, node, deep=False):
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise _DuplicateKey(key, seen[key], line)
-            if isinstance(key, (str, int, float, bool)):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, str] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = f"line {key_node.start_mark.line + 1}, column {key_node.start_mark.column + 1}"
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -90,7 +93,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
     except _DuplicateKey as exc:
         raise ConfigError(
-            f"{path}:{exc.second}: key {exc.key!r} appears twice in one mapping (first on line {exc.first}); "
+            f"{path}: {exc.second}: key {exc.key!r} appears twice in one mapping (first on {exc.first}); "
             "YAML would silently keep the last one",
             hint="keep one of the two",
         ) from None
@@ -107,12 +110,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedConfig:
-    """Read and validate a study file. ``overrides`` replace top-level keys (e.g. from the command line)."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None, *, for_search: bool = False) -> LoadedConfig:
+    """Read and validate a study file. ``overrides`` replace top-level keys (e.g. from the command line).
+
+    ``for_search=True`` also checks what only a search reads (the ``warm_start`` study exists), so a search
+    refuses a bad config before it makes anything; reading a finished study does not need it.
+    """
     path = Path(path).expanduser().resolve()
     raw = {**read_yaml(path), **(overrides or {})}
     try:
-        config = StudyConfig.model_validate(raw, context={"base_dir": path.parent})
+        config = StudyConfig.model_validate(raw, context={"base_dir": path.parent, "for_search": for_search})
     except ValidationError as exc:
         raise format_validation_error(exc, StudyConfig, str(path)) from None
     return LoadedConfig(path=path, config=config, raw=raw)

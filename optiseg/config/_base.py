@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from ..errors import ConfigError, did_you_mean
+from ..secrets import mask_credentials
 
 
 class Section(BaseModel):
@@ -17,33 +20,51 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @model_validator(mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
-        """``epochs: true`` is a mistake, not 1: a boolean never stands for a number here."""
-        if isinstance(data, dict):
-            for name, field in cls.model_fields.items():
-                value = data.get(name)
-                if isinstance(value, bool) and _wants_number(field.annotation):
-                    raise ValueError(f"{name} = {value!r}: a boolean is not a number; write the number")
-        return data
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``epochs: true`` is a mistake, not 1: a boolean never stands for a number, at any depth."""
+        where = _boolean_for_number(value, cls.model_fields[info.field_name].annotation)
+        if where is not None:
+            raise ValueError(f"{where}a boolean is not a number; write the number")
+        return value
 
 
-def _wants_number(annotation: Any) -> bool:
-    """Whether a field takes numbers and not booleans (int / float, optionally None, constrained or not)."""
-    import typing
+def _boolean_for_number(value: Any, annotation: Any) -> str | None:
+    """Where in ``value`` a boolean fills a place of ``annotation`` that takes numbers: ``""`` (the value
+    itself), ``"item 2 is "``, ``"key 'x' is "``; ``None`` if nowhere. Nested sections check themselves."""
+    options = _options(annotation)
+    if isinstance(value, bool):
+        numbers = any(o in (int, float) for o in options)
+        return "" if numbers and not any(o in (bool, Any, object) for o in options) else None
+    for option in options:
+        origin, args = typing.get_origin(option), typing.get_args(option)
+        if isinstance(value, (list, tuple)) and origin in (list, tuple, set, frozenset) and args:
+            for index, item in enumerate(value):
+                if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+                    if index >= len(args):
+                        break
+                    element = args[index]
+                else:
+                    element = args[0]
+                if _boolean_for_number(item, element) is not None:
+                    return f"item {index + 1} is {item!r}: "
+            return None
+        if isinstance(value, dict) and origin is dict and len(args) == 2:
+            for key, item in value.items():
+                if _boolean_for_number(item, args[1]) is not None:
+                    return f"key {key!r} is {item!r}: "
+            return None
+    return None
 
+
+def _options(annotation: Any) -> list[Any]:
+    """The alternatives of a (possibly ``Annotated``, possibly optional) annotation, ``Annotated`` stripped."""
     if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    args = typing.get_args(annotation) or (annotation,)
-    kinds = set()
-    for arg in args:
-        base = typing.get_origin(arg) or arg
-        if base is typing.Annotated:
-            base = typing.get_args(arg)[0]
-        kinds.add(base)
-    kinds.discard(type(None))
-    return bool(kinds) and bool not in kinds and kinds <= {int, float}
+        return _options(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [o for arg in typing.get_args(annotation) for o in _options(arg) if o is not type(None)]
+    return [annotation]
 
 
 def format_validation_error(error: ValidationError, model: type[BaseModel], source: str, prefix: str = "") -> ConfigError:
@@ -61,6 +82,8 @@ def format_validation_error(error: ValidationError, model: type[BaseModel], sour
             messages.append(f"missing key {key!r}")
         else:
             value = item.get("input")
+            if isinstance(value, str):
+                value = mask_credentials(value, url=True)  # a URL's password is never echoed
             shown = "" if isinstance(value, dict) else f" = {value!r}"
             messages.append(f"{key}{shown}: {_clean(item['msg'])}")
     first, rest = messages[0], messages[1:]

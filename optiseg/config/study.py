@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, create_model, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, create_model, field_validator, model_validator
 
+from ..secrets import has_password
 from ._base import ConfigPath, Section
 from .data import DataConfig
 from .device import DeviceConfig
@@ -111,21 +113,43 @@ class StudyConfig(Section):
     def _plain_name(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
             raise ValueError(
-                f"{value!r} is not a study name: use letters, digits, '.', '_' and '-' (no '/', no leading '.'); "
-                "the study folder is <output>/<study>"
+                "not a study name: the study folder is <output>/<study>, so use 1 to 100 letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit (no '/', no '..')"
             )
         return value
 
-    @model_validator(mode="after")
-    def _paths_are_what_they_say(self) -> "StudyConfig":
-        if self.output.exists() and not self.output.is_dir():
-            raise ValueError(f"output = {str(self.output)!r} is a file; give a folder (it is made if missing)")
-        if self.warm_start is not None and not self.warm_start.exists():
+    @field_validator("storage")
+    @classmethod
+    def _no_literal_password(cls, value: str | None) -> str | None:
+        if value is not None and has_password(value):
             raise ValueError(
-                f"warm_start = {str(self.warm_start)!r} does not exist; give the lower-tier study's folder "
-                "(e.g. runs/conveyor-beginner) or its config file, or remove warm_start"
+                "holds a password in the config; write ${VAR} and export VAR (e.g. "
+                "postgresql://optiseg:${OPTISEG_DB_PASSWORD}@db/optiseg), or use PGPASSWORD / ~/.pgpass for PostgreSQL"
             )
-        return self
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        for folder in (value, *value.parents):
+            if folder.is_dir():
+                break
+            if folder.exists():  # a file (or a device, a socket): no study folder can be made there
+                what = "a file" if folder.is_file() else "not a folder"
+                where = f"{folder} is {what}" if folder == value else f"{folder} is {what}, so {value} cannot be made"
+                raise ValueError(f"{where}; give a folder (it is made if missing)")
+        return value
+
+    @field_validator("warm_start")
+    @classmethod
+    def _warm_start_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Only a search reads it; a finished study whose warm start was deleted since still opens.
+        if value is not None and (info.context or {}).get("for_search") and not value.exists():
+            raise ValueError(
+                f"{value} does not exist; give the lower-tier study's folder (e.g. runs/conveyor-beginner) "
+                "or its config file, or remove warm_start"
+            )
+        return value
 
     @field_validator("objectives")
     @classmethod

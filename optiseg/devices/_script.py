@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -17,6 +18,8 @@ SCRIPT_NAME = "measure_onnx.py"
 STATUS_NO_TIMEOUT_TOOL = 90
 STATUS_NO_PYTHON = 91
 STATUS_TIMED_OUT = (124, 137)
+STATUS_PARENT_GONE = 4  # the script's watchdog: whoever started it is gone (see measure_onnx.py)
+CRASH_SIGNALS = ("SIGSEGV", "SIGILL", "SIGBUS", "SIGABRT", "SIGFPE")
 VENV = "~/optiseg-venv"
 
 
@@ -58,8 +61,15 @@ class ScriptContext:
         return command if self.shell is None else f"{self.shell} {shlex.quote(command)}"
 
 
-def parse_output(status: int, stdout: str, stderr: str, context: ScriptContext) -> dict[str, Any]:
-    """The script's payload when it succeeded; otherwise a :class:`DeviceError` that says what to do."""
+def parse_output(
+    status: int, stdout: str, stderr: str, context: ScriptContext, *, killed_by: int | None = None
+) -> dict[str, Any]:
+    """The script's payload when it succeeded; otherwise a :class:`DeviceError` that says what to do.
+
+    ``killed_by`` is the number of the signal that ended the script's process, if one did.
+    """
+    if killed_by is not None:
+        raise signal_error(killed_by, stderr, context)
     if status == STATUS_NO_TIMEOUT_TOOL:
         raise DeviceError(
             f"the `timeout` command (coreutils) is missing on {context.where}",
@@ -75,20 +85,78 @@ def parse_output(status: int, stdout: str, stderr: str, context: ScriptContext) 
         raise timeout_error(context)
     payload = _last_json_line(stdout)
     if payload is None:
-        tail = " | ".join(stderr.strip().splitlines()[-5:]) or "nothing on stderr"
-        raise DeviceError(f"the measuring script on {context.where} exited with status {status} and no result: {tail}")
+        raise _no_result_error(status, stdout, stderr, context)
     if payload.get("ok"):
         return payload
     kind, error = payload.get("kind"), payload.get("error", "unknown error")
     if kind == "missing_modules":
         raise DeviceError(f"{error} on {context.where} ({context.python})", hint=install_hint(payload, context))
     if kind == "model":
+        # The device's onnxruntime was checked at connect time: what it cannot load now is this model's fault.
         raise DeviceError(
             f"{context.where}: {error}",
             hint="an older onnxruntime on the device may not read this opset; upgrade it: "
             + context.on_device(f"{shell_word(context.python)} -m pip install -U onnxruntime"),
+            retryable=False,
         )
     raise DeviceError(f"the measuring script failed on {context.where}: {error}")
+
+
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9, and so on; ``signal N`` for a number this machine does not know."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def signal_error(number: int, stderr: str, context: ScriptContext) -> DeviceError:
+    """The error for a script whose process a signal ended: the signal, the device's stderr, and the likely fix."""
+    name = signal_name(number)
+    message = f"the measuring script on {context.where} was killed by {name} ({number}); the device's stderr: "
+    message += _lines(stderr, last=True) or "nothing"
+    python = shell_word(context.python)
+    if name == "SIGKILL":
+        hint = (
+            "the kernel's OOM killer sends SIGKILL when the device runs out of memory: check "
+            f"`{context.on_device('dmesg | grep -i -e oom -e killed')}`; free memory (stop other programs), add swap, "
+            "or lower measure.threads; a model too large for this device fails the same way"
+        )
+    elif name in CRASH_SIGNALS:
+        hint = (
+            "Python crashed inside a native library, most often an onnxruntime (or numpy) build that does not "
+            "match this CPU or OS; reinstall the wheel made for it: "
+            + context.on_device(f"{python} -m pip install --force-reinstall --no-cache-dir onnxruntime numpy")
+            + f", then check that `{python} -c 'import onnxruntime'` runs there"
+        )
+    else:
+        hint = f"something on the device sent {name} to the measuring process; find what (a watchdog, a session manager)"
+    return DeviceError(message, hint=hint)
+
+
+def _no_result_error(status: int, stdout: str, stderr: str, context: ScriptContext) -> DeviceError:
+    printed = _lines(stdout)
+    message = f"the measuring script on {context.where} exited with status {status} and no result"
+    if printed:
+        message += f"; {context.python} printed: {printed}"
+    message += "; its stderr: " + (_lines(stderr, last=True) or "nothing")
+    check = context.on_device(f"{shell_word(context.python)} -c 'import sys; print(sys.executable, sys.version)'")
+    if status == 0:
+        hint = (
+            f"device.python ({context.python}) exited without running the script: it is probably not a plain Python 3 "
+            "(a launcher or wrapper that prints a banner or a menu), or a sitecustomize / usercustomize module in it "
+            f"prints and exits; check with `{check}` and set device.python to the "
+            "interpreter's full path"
+        )
+    else:
+        hint = f"run the script by hand to see more: `{check}`"
+    return DeviceError(message, hint=hint)
+
+
+def _lines(text: str, count: int = 5, *, last: bool = False) -> str:
+    """The first (or last) ``count`` non-empty lines of ``text``, joined with ' | ', each cut at 200 characters."""
+    lines = [line.strip()[:200] for line in text.splitlines() if line.strip()]
+    return " | ".join(lines[-count:] if last else lines[:count])
 
 
 def timeout_error(context: ScriptContext) -> DeviceError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import DeviceError
 from ._script import ScriptContext, install_hint, shell_word
 
 MIN_ONNXRUNTIME = (1, 14)  # the first release that reads opset 17, which optiseg exports
@@ -23,18 +24,39 @@ class Finding:
         return asdict(self)
 
 
-def diagnose(report: dict[str, Any]) -> tuple[list[Finding], list[Finding]]:
-    """(problems, warnings) for a runner's ``check()`` report. Problems stop measurements; warnings add noise."""
+def require_ready(report: dict[str, Any], *, uploads: bool = True) -> None:
+    """Raise a :class:`DeviceError` naming the device, each problem and its fix, unless it can measure.
+
+    Runners call this when they connect, so a device that cannot measure stops a search before its first
+    trial. ``uploads=False`` (this machine: nothing is uploaded) skips the free disk and the shell tools.
+    """
+    problems, _ = diagnose(report, uploads=uploads)
+    if problems:
+        raise DeviceError(
+            f"{report['where']} cannot measure models: " + "; ".join(problem.what for problem in problems),
+            hint="; ".join(problem.fix for problem in problems if problem.fix) or None,
+        )
+
+
+def diagnose(report: dict[str, Any], *, uploads: bool = True) -> tuple[list[Finding], list[Finding]]:
+    """(problems, warnings) for a runner's ``check()`` report. Problems stop measurements; warnings add noise.
+
+    ``uploads=False`` leaves out what only matters when models are uploaded (free disk, shell tools).
+    """
     facts = report["facts"]
     context = ScriptContext(where=report["where"], python=report["python"], timeout=0, shell=report.get("shell"))
     python = shell_word(report["python"])
     if not facts.get("python_found", True):
         fix = f"{context.on_device('sudo apt-get install -y python3')}, or set device.python to the interpreter's path"
-        return [Finding(f"the Python interpreter {report['python']!r} was not found", fix)], []
+        return [Finding(f"the Python interpreter {report['python']!r} was not found on the device", fix)], []
     problems: list[Finding] = []
     warnings: list[Finding] = []
     if facts.get("missing"):
-        problems.append(Finding(f"missing Python modules: {', '.join(facts['missing'])}", install_hint(facts, context)))
+        problems.append(
+            Finding(
+                f"missing Python modules: {', '.join(facts['missing'])} ({report['python']})", install_hint(facts, context)
+            )
+        )
     version = facts.get("onnxruntime_version")
     if version and _version(version) < MIN_ONNXRUNTIME:
         problems.append(
@@ -43,15 +65,17 @@ def diagnose(report: dict[str, Any]) -> tuple[list[Finding], list[Finding]]:
                 context.on_device(f"{python} -m pip install -U onnxruntime"),
             )
         )
-    tools = [name for name, present in (facts.get("tools") or {}).items() if not present]
+    tools = [name for name, present in (facts.get("tools") or {}).items() if not present] if uploads else []
     if tools:
         problems.append(Finding(f"missing commands: {', '.join(tools)}", context.on_device("sudo apt-get install -y coreutils")))
-    free = facts.get("free_disk_mb")
+    free = facts.get("free_disk_mb") if uploads else None
     if free is not None and free < MIN_FREE_DISK_MB:
         problems.append(
             Finding(
-                f"only {free:.0f} MB free in {facts.get('disk_path')} (models are uploaded there)",
-                context.on_device("sudo apt-get clean && df -h /tmp"),
+                f"only {free:.1f} MB free in {facts.get('disk_path')} (models are uploaded there; "
+                f"optiseg needs {MIN_FREE_DISK_MB} MB)",
+                context.on_device(f"sudo apt-get clean; df -h {shell_word(str(facts.get('disk_path') or '/tmp'))}")
+                + "; or set TMPDIR on the device to a folder on a larger disk",
             )
         )
     governor = facts.get("governor")

@@ -40,7 +40,10 @@ class LocalRunner:
         return self.config.label
 
     def connect(self) -> None:
-        """Nothing to reach: this machine is always there."""
+        """Check now that this Python can measure (numpy, an onnxruntime that reads optiseg's opset)."""
+        from .check import require_ready
+
+        require_ready(self.check(), uploads=False)
 
     def measure(self, onnx_path: str | os.PathLike) -> LatencyResult:
         """Time the model in a child process (see :class:`LatencyResult` for the figures)."""
@@ -79,16 +82,34 @@ class LocalRunner:
             env.update({name: str(self.config.measure.threads) for name in THREAD_VARIABLES})
         context = self._context()
         with resources.as_file(resources.files("optiseg._runners").joinpath(SCRIPT_NAME)) as script:
+            # The child reads EOF on this pipe (and sees a new parent) the moment this process dies,
+            # however it dies, and then ends itself (--exit-with-parent).
+            read_end, write_end = os.pipe()
             try:
-                done = subprocess.run(
-                    [sys.executable, str(script), *arguments],
-                    capture_output=True,
+                process = subprocess.Popen(
+                    [sys.executable, str(script), *arguments, "--exit-with-parent"],
+                    stdin=read_end,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
                     text=True,
                     env=env,
-                    timeout=self.config.command_timeout,
                 )
-            except subprocess.TimeoutExpired:
-                raise timeout_error(context) from None
             except OSError as exc:
+                os.close(write_end)
                 raise DeviceError(f"cannot start {sys.executable} to measure: {exc}") from None
-        return parse_output(done.returncode, done.stdout, done.stderr, context)
+            finally:
+                os.close(read_end)
+            try:
+                stdout, stderr = process.communicate(timeout=self.config.command_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                raise timeout_error(context) from None
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+            finally:
+                os.close(write_end)
+        status = process.returncode
+        return parse_output(status, stdout, stderr, context, killed_by=-status if status < 0 else None)

@@ -1,12 +1,19 @@
 """Time models on a device over SSH (paramiko), with deadlines around every remote step.
 
-One connection is opened on first use and reused for every model. Per model:
+One connection is opened on first use and reused for every model; on the first
+connection the device is checked for everything a measurement needs (Python,
+numpy, an onnxruntime that reads optiseg's opset, the shell tools, free disk in
+the runner's folder) and refused with the fix if anything is missing. Per model:
 upload to a temporary name in the runner's own folder on the device, check
 its sha256 there, rename it, and run ``measure_onnx.py`` under ``timeout``.
 Transient network failures after the device has once answered are retried
 with capped exponential backoff; a changed boot id on reconnection means the
 device rebooted, and the measurement starts again from scratch (a figure is
-only ever taken from a complete run). Every argument of a remote command is
+only ever taken from a complete run). A script killed by a signal, a full disk
+or an interpreter that prints something else are reported as what they are and
+never retried: they would fail the same way. The timing process keeps its SSH
+channel's stdin open and ends itself at EOF, so it dies with the session (a
+killed search, a closed connection). Every argument of a remote command is
 quoted with ``shlex.quote``; commands run through ``sh -c``.
 """
 
@@ -33,6 +40,7 @@ from ._base import LatencyResult
 from ._model import ModelFile, inspect_model
 from ._script import (
     SCRIPT_NAME,
+    STATUS_TIMED_OUT,
     STATUS_NO_PYTHON,
     STATUS_NO_TIMEOUT_TOOL,
     ScriptContext,
@@ -53,6 +61,7 @@ MAX_BACKOFF_S = 30.0
 KILL_AFTER_S = 5  # the device's `timeout` sends SIGKILL this long after SIGTERM
 COMMAND_GRACE_S = 15.0  # the local deadline of a command: its remote timeout plus this
 KEEPALIVE_S = 15
+DISK_MARGIN = 1 << 20  # an upload that failed with less than its size plus this free failed for want of space
 OUTPUT_LIMIT = 1 << 20
 STATUS_CHECKSUM_MISMATCH = 65
 STATUS_NO_SHA256SUM = 92
@@ -106,6 +115,7 @@ class SSHRunner:
         self._workdir: str | None = None
         self._boot_id: str | None = None
         self._script_uploaded = False
+        self._verified = False  # the device was checked for what a measurement needs
         self._model_on_device: str | None = None  # remote file name of the last uploaded model
         self.reconnects = 0
         self.reboots = 0
@@ -121,16 +131,21 @@ class SSHRunner:
         return self._workdir
 
     def connect(self) -> None:
-        """Connect, make the folder on the device and upload the script now."""
+        """Connect, make the folder on the device, upload the script and check that the device can measure.
+
+        A device that cannot (no python3, numpy or onnxruntime, an onnxruntime too old for optiseg's
+        opset, a missing shell tool, too little free disk) raises a :class:`DeviceError` naming the host
+        and the fix, and nothing is left on it.
+        """
         with self._lock:
-            self._attempts("connecting", lambda: None)
+            self._attempts("connecting", self._verify)
 
     def measure(self, onnx_path: str | os.PathLike) -> LatencyResult:
         """Time the model on the device (see :class:`LatencyResult` for the figures)."""
         started = time.perf_counter()
         model = inspect_model(onnx_path)
         with self._lock:
-            payload = self._attempts(f"measuring {model.path.name}", lambda: self._measure_once(model))
+            payload = self._attempts(f"measuring {model.path.name}", lambda: self._verify() or self._measure_once(model))
         return latency_result(
             payload, device_key=self.device_key, model_sha256=model.sha256, wall_s=time.perf_counter() - started
         )
@@ -150,14 +165,7 @@ class SSHRunner:
     def close(self) -> None:
         """Remove this runner's folder from the device and close the connection."""
         with self._lock:
-            if self._workdir is not None and self._connected():
-                try:
-                    self._run(f"rm -rf -- {shlex.quote(self._workdir)}", self.config.connect_timeout, "cleaning up")
-                except (DeviceError, _Transient) as exc:
-                    log.warning("could not remove %s on %s: %s", self._workdir, self.target.where, exc)
-            self._workdir = None
-            self._ready = False
-            self._disconnect()
+            self._remove_folder()
 
     def __enter__(self) -> "SSHRunner":
         return self
@@ -204,8 +212,41 @@ class SSHRunner:
         if self._ready:
             self.reconnects += 1
         self._connect()
-        self._prepare_folder()
+        try:
+            self._prepare_folder()
+        except DeviceError:
+            self._remove_folder()  # e.g. the script's upload failed: nothing stays on the device
+            raise
         self._ready = True
+
+    def _verify(self) -> None:
+        """Once per runner: refuse a device that cannot measure, removing this runner's folder from it."""
+        if self._verified:
+            return
+        from .check import require_ready
+
+        try:
+            facts = self._facts_once()
+            require_ready(
+                {"where": self.target.where, "python": self.config.python, "shell": self.target.shell, "facts": facts}
+            )
+        except DeviceError:
+            self._remove_folder()
+            raise
+        self._verified = True
+
+    def _remove_folder(self) -> None:
+        """Remove this runner's folder from the device (if it can still be reached) and start afresh next time."""
+        if self._workdir is not None and self._connected():
+            try:
+                self._run(f"rm -rf -- {shlex.quote(self._workdir)}", self.config.connect_timeout, "cleaning up")
+            except (DeviceError, _Transient) as exc:
+                log.warning("could not remove %s on %s: %s", self._workdir, self.target.where, exc)
+        self._workdir = None
+        self._script_uploaded = False
+        self._model_on_device = None
+        self._ready = False
+        self._disconnect()
 
     def _abort(self) -> None:
         """Close the connection from the deadline's thread: whatever waits on it fails at once."""
@@ -316,10 +357,12 @@ class SSHRunner:
         status, out, err = self._run(script, self.config.command_timeout, "preparing a folder")
         lines = out.splitlines()[-2:]  # a chatty login shell may print before
         if status != 0 or len(lines) != 2:
+            tmp = '"${TMPDIR:-/tmp}"'
             raise DeviceError(
                 f"cannot make a working folder on {self.target.where}: {err.strip() or f'exit status {status}'}",
-                hint="the device needs a writable /tmp (or $TMPDIR) and mktemp: "
-                + self._context().on_device("sudo apt-get install -y coreutils"),
+                hint="optiseg needs a writable folder for temporary files on the device: /tmp, or $TMPDIR where it is "
+                f"set (check with `{self._context().on_device(f'df -h {tmp}; mount | grep -e /tmp -e ro,')}`), "
+                "and mktemp (coreutils)",
             )
         boot, folder = lines
         if self._boot_id is not None and boot != self._boot_id:
@@ -366,18 +409,23 @@ class SSHRunner:
                     raise DeviceError(f"{reason} on {self.target.where}") from None
                 raise _Transient(reason) from None
 
-    def _run(self, script: str, seconds: float, what: str) -> tuple[int, str, str]:
-        """Run ``script`` with ``sh -c`` on the device: (exit status, stdout, stderr), both streams read to the end."""
-        return self._remote(what, seconds, lambda: self._exec(script))
+    def _run(self, script: str, seconds: float, what: str, *, keep_stdin: bool = False) -> tuple[int, str, str]:
+        """Run ``script`` with ``sh -c`` on the device: (exit status, stdout, stderr), both streams read to the end.
 
-    def _exec(self, script: str) -> tuple[int, str, str]:
+        With ``keep_stdin`` the command's stdin stays open until it ends (the script's watchdog reads it);
+        otherwise it reads EOF at once.
+        """
+        return self._remote(what, seconds, lambda: self._exec(script, keep_stdin))
+
+    def _exec(self, script: str, keep_stdin: bool = False) -> tuple[int, str, str]:
         if self._client is None or self._client.get_transport() is None:
             raise EOFError("not connected")
         transport = self._client.get_transport()
         channel = transport.open_session(timeout=self.config.connect_timeout)
         try:
             channel.exec_command("sh -c " + shlex.quote(script))
-            channel.shutdown_write()
+            if not keep_stdin:
+                channel.shutdown_write()
             out, err = bytearray(), bytearray()
             while True:
                 while channel.recv_ready():
@@ -426,9 +474,39 @@ class SSHRunner:
             else:
                 sftp.put(str(source.path), remote_temporary, confirm=True)
 
-        self._remote(f"uploading {name}", self.config.transfer_timeout, put)
         self.uploads += 1
+        try:
+            self._remote(f"uploading {name}", self.config.transfer_timeout, put)
+        except (DeviceError, _Transient):
+            size = len(source) if isinstance(source, bytes) else source.size
+            self._after_failed_upload(temporary, name, size)
+            raise
         return temporary
+
+    def _after_failed_upload(self, temporary: str, name: str, size: int) -> None:
+        """Remove the partial upload; raise the "no space left" error if the disk is what failed it.
+
+        (A lost connection leaves the partial file to the next connection, which removes ``.*.part``.)
+        """
+        if self._workdir is None or not self._connected():
+            return
+        folder = shlex.quote(self._workdir)
+        script = f"cd {folder} && rm -f -- {shlex.quote(temporary)}; stat -f -c '%a %S' -- {folder}"
+        try:
+            status, out, _ = self._run(script, self.config.connect_timeout, "cleaning up after a failed upload")
+            available, block = (int(word) for word in out.split()[-2:])
+        except (DeviceError, _Transient, ValueError):
+            return
+        free = available * block
+        if status == 0 and free < size + DISK_MARGIN:
+            raise DeviceError(
+                f"no space left on the device ({free / 2**20:.1f} MB free in {self._workdir}) for {name} "
+                f"({size / 2**20:.1f} MB) on {self.target.where}",
+                hint="free some space on the device ("
+                + self._context().on_device(f"df -h {folder}; sudo apt-get clean")
+                + "), or set TMPDIR on the device to a folder on a larger disk; then check with "
+                f"`{self._check_command()}`",
+            )
 
     @staticmethod
     def _store_lines(temporary: str, name: str, sha256: str, previous: str | None = None) -> str:
@@ -438,7 +516,7 @@ class SSHRunner:
             f"command -v sha256sum >/dev/null 2>&1 || {{ rm -f -- {part}; exit {STATUS_NO_SHA256SUM}; }}\n"
             f"set -- $(sha256sum -- {part})\n"
             f'[ "$1" = {shlex.quote(sha256)} ] || {{ rm -f -- {part}; exit {STATUS_CHECKSUM_MISMATCH}; }}\n'
-            f"mv -f -- {part} {shlex.quote(name)} || exit {STATUS_STORE_FAILED}\n"
+            f"mv -f -- {part} {shlex.quote(name)} || {{ rm -f -- {part}; exit {STATUS_STORE_FAILED}; }}\n"
             + (f"rm -f -- {shlex.quote(previous)}\n" if previous and previous != name else "")
         )
 
@@ -468,21 +546,39 @@ class SSHRunner:
 
     def _script_command(self, arguments: list[str], *, require_timeout: bool, before: str = "") -> str:
         """The shell script that runs ``measure_onnx.py`` in the folder under the device's ``timeout``
-        (after the lines ``before``)."""
+        (after the lines ``before``).
+
+        The shell waits for the script rather than ``exec`` it, so that a signal that kills the script
+        (through ``timeout``, which re-raises it) comes back as the exit status 128 + N, not as a lost
+        status; ``--exit-with-parent`` ends the script when the SSH channel's stdin closes.
+        """
         assert self._workdir is not None
         python = shell_word(self.config.python)
         limit = f"{self.config.command_timeout:g}"
-        run = " ".join([python, SCRIPT_NAME, *(shlex.quote(a) for a in arguments)])
-        timeout_missing = f"exit {STATUS_NO_TIMEOUT_TOOL}" if require_timeout else f"exec {run}"
+        run = " ".join([python, SCRIPT_NAME, *(shlex.quote(a) for a in arguments), "--exit-with-parent"])
+        timeout_missing = f"exit {STATUS_NO_TIMEOUT_TOOL}" if require_timeout else run
         return "".join(
             [
                 f"cd {shlex.quote(self._workdir)} || exit {STATUS_STORE_FAILED}\n",
                 before,
                 f"command -v {python} >/dev/null 2>&1 || exit {STATUS_NO_PYTHON}\n",
-                f"command -v timeout >/dev/null 2>&1 || {timeout_missing}\n",
-                f"exec timeout -k {KILL_AFTER_S} {limit} {run}\n",
+                "if command -v timeout >/dev/null 2>&1; then\n",
+                f"  timeout -k {KILL_AFTER_S} {limit} {run}\n",
+                f"else\n  {timeout_missing}\nfi\n",
+                "exit $?\n",
             ]
         )
+
+    def _run_script(self, command: str, what: str) -> tuple[int, str, str, int | None]:
+        """Run a script command: (status, stdout, stderr, the number of the signal that killed the script or None)."""
+        started = time.monotonic()
+        status, out, err = self._run(command, self.config.command_timeout + COMMAND_GRACE_S, what, keep_stdin=True)
+        elapsed = time.monotonic() - started
+        killed_by = None
+        # 137 is SIGKILL: from `timeout -k` only once the time is up, before that from elsewhere (the OOM killer).
+        if (status > 128 and status not in STATUS_TIMED_OUT) or (status == 137 and elapsed < self.config.command_timeout):
+            killed_by = status - 128
+        return status, out, err, killed_by
 
     def _measure_once(self, model: ModelFile) -> dict[str, Any]:
         """Upload the model unless it is already there, then check, rename and time it in one command."""
@@ -492,11 +588,10 @@ class SSHRunner:
             store = self._store_lines(self._put(model, name), name, model.sha256, previous=self._model_on_device)
             self._model_on_device = None
         command = self._script_command([name, *script_arguments(self.config.measure)], require_timeout=True, before=store)
-        seconds = self.config.command_timeout + COMMAND_GRACE_S
-        status, out, err = self._run(command, seconds, f"measuring {model.path.name}")
+        status, out, err, killed_by = self._run_script(command, f"measuring {model.path.name}")
         self._raise_for_store(status, err, name)
         self._model_on_device = name
-        payload = parse_output(status, out, err, self._context())
+        payload = parse_output(status, out, err, self._context(), killed_by=killed_by)
         if payload.get("boot_id") and self._boot_id and payload["boot_id"] != self._boot_id:
             raise _Transient("the device rebooted during the measurement")
         return payload
@@ -504,11 +599,10 @@ class SSHRunner:
     def _facts_once(self) -> dict[str, Any]:
         assert self._workdir is not None
         command = self._script_command(["--facts", "--disk-path", self._workdir], require_timeout=False)
-        seconds = self.config.command_timeout + COMMAND_GRACE_S
-        status, out, err = self._run(command, seconds, "reading the device's facts")
+        status, out, err, killed_by = self._run_script(command, "reading the device's facts")
         if status == STATUS_NO_PYTHON:
             return {"ok": False, "python_found": False}
-        payload = parse_output(status, out, err, self._context())
+        payload = parse_output(status, out, err, self._context(), killed_by=killed_by)
         return {**payload, "python_found": True}
 
     # -- errors ----------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from .warm_start import import_trials, prepare_import
 
 MAX_CONSECUTIVE_FAILURES = 3
 MAX_CONSECUTIVE_DUPLICATES = 25
+CLAIM_WAIT_S = 10.0  # how long a budget check waits for an earlier running trial to name its network
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
@@ -183,6 +184,7 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
 
         trial = study.ask()
         plan = space.suggest(trial, num_classes)
+        records.claim_network(trial, plan)
         if n_trials is not None and not _is_free(study, trial.number, plan.network.key) \
                 and _networks_before(study, trial.number) >= n_trials:
             records.record_skipped(trial, f"the budget of {n_trials} networks was used up")
@@ -324,7 +326,18 @@ def _counted(study: optuna.Study) -> int:
 
 
 def _networks_before(study: optuna.Study, number: int) -> int:
-    """How many counted networks come before trial ``number``."""
+    """How many counted networks come before trial ``number``.
+
+    Another worker's earlier trial may have been asked but not yet have said its network: wait for it
+    (briefly; a worker killed in between leaves a trial that never will), so that two workers asking at
+    the same moment cannot both take the budget's last place.
+    """
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while time.monotonic() < deadline and any(
+        t.number < number and records.network_key_of(t) is None
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    ):
+        time.sleep(0.2)
     return len(_counted_networks(study, before=number))
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..results import TrialRecord
+from ..secrets import mask_credentials
 
 
 def format_duration(seconds: float | None) -> str:
@@ -105,6 +106,7 @@ class SearchProgress:
         return TrainingProgress(self)
 
     def log(self, line: str, echo: bool = True) -> None:
+        line = mask_credentials(line)
         stamp = _dt.datetime.now().isoformat(timespec="seconds")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", encoding="utf-8") as handle:

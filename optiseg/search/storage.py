@@ -7,8 +7,9 @@
 
 Passwords never sit in a config: ``${VAR}`` in the URL is replaced from the
 environment (``postgresql://optiseg:${OPTISEG_DB_PASSWORD}@db/optiseg``), and
-PostgreSQL also reads ``PGPASSWORD`` and ``~/.pgpass``. A literal password is
-refused.
+PostgreSQL also reads ``PGPASSWORD`` and ``~/.pgpass``. A literal password
+(``user:pw@``, ``?password=``) is refused, and every message about a storage
+goes through :func:`optiseg.secrets.mask_credentials`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..errors import ConfigError, StudyError
-from ..secrets import has_password, mask_credentials
+from ..secrets import has_password, mask_credentials, password_spans, remember_secret
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SERVER_SCHEMES = ("postgresql", "mysql", "mariadb", "oracle", "mssql")
@@ -43,7 +45,7 @@ class StorageSpec:
 
     @property
     def shown(self) -> str:
-        return mask_password(self.url)
+        return mask_credentials(self.url, url=True)
 
     @property
     def shared(self) -> bool:
@@ -69,24 +71,28 @@ def parse_storage(setting: str | None, study_dir: Path, config_dir: Path) -> Sto
     scheme = setting.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme not in SERVER_SCHEMES:
         raise ConfigError(
-            f"storage {mask_password(setting)!r} is not understood",
+            f"storage {mask_credentials(setting, url=True)!r} is not understood",
             hint="use sqlite:///study.db, postgresql://user@host/db, mysql+pymysql://user@host/db or journal:/path/file.journal",
         )
     if has_password(setting):
-        raise ConfigError(
-            f"storage {mask_password(setting)!r} holds a password in the config",
-            hint="remove it; write ${VAR} and export VAR, or use PGPASSWORD / ~/.pgpass for PostgreSQL",
-        )
+        raise _literal_password(setting)
     try:
         url = make_url(_ENV_REFERENCE.sub("placeholder", setting))
     except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"storage {mask_password(setting)!r} is not a valid database URL: {mask_credentials(str(exc))}") from None
-    if url.password is not None and url.password != "placeholder":
-        raise ConfigError(
-            f"storage {mask_password(setting)!r} holds a password in the config",
-            hint="remove it; write ${VAR} and export VAR, or use PGPASSWORD / ~/.pgpass for PostgreSQL",
-        )
+        raise ConfigError(f"storage {mask_credentials(setting, url=True)!r} is not a valid database URL: {mask_credentials(exc)}") from None
+    # SQLAlchemy may read a password where the mask did not see one (e.g. an odd URL): refuse it too, unshown.
+    for password in _passwords_of(url):
+        if password != "placeholder":
+            remember_secret(password)
+            raise _literal_password(setting)
     return StorageSpec("server", setting)
+
+
+def _literal_password(setting: str) -> ConfigError:
+    return ConfigError(
+        f"storage {mask_credentials(setting, url=True)!r} holds a password in the config",
+        hint="remove it; write ${VAR} and export VAR, or use PGPASSWORD / ~/.pgpass for PostgreSQL",
+    )
 
 
 def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
@@ -101,6 +107,7 @@ def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
         spec.path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(spec.url, engine_kwargs={"connect_args": {"timeout": 60}})
     url = _expand_environment(spec.url)
+    _remember_passwords(url)
     for attempt in range(OPEN_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
@@ -110,7 +117,7 @@ def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
             if attempt + 1 < OPEN_ATTEMPTS:
                 time.sleep(1.0 + attempt)
                 continue
-            message = mask_credentials(str(exc).replace(url, spec.shown)).splitlines()[0]
+            message = (mask_credentials(str(exc).replace(url, spec.shown)).splitlines() or [type(exc).__name__])[0]
             raise StudyError(
                 f"cannot open storage {spec.shown}: {message}",
                 hint="check that the database server is running, the database exists and the user may connect",
@@ -158,17 +165,38 @@ class SQLiteWriterLock:
             self._handle = None
 
 
-def mask_password(url: str) -> str:
-    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (see :func:`optiseg.secrets.mask_credentials`)."""
-    return mask_credentials(url)
+def _remember_passwords(url: str) -> None:
+    """Mask the passwords the environment put into ``url`` in every later message (drivers may quote them)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return
+    for password in _passwords_of(parsed):
+        remember_secret(password)
+
+
+def _passwords_of(url) -> list[str]:
+    """The passwords a SQLAlchemy URL carries: its userinfo's and any ``?password=`` in its query."""
+    query = url.query.get("password")
+    found = [url.password, *(query if isinstance(query, tuple) else (query,))]
+    return [str(password) for password in found if password is not None]
 
 
 def _expand_environment(url: str) -> str:
+    """``url`` with each ``${VAR}`` replaced from the environment. A variable in a password's place holds the
+    password as it is: it is percent-encoded here (so ``@``, ``:`` and ``/`` in it keep the URL whole) and
+    remembered, so that no later message shows it."""
+    passwords = password_spans(url)
+
     def replace(match: re.Match) -> str:
         name = match.group(1)
         if name not in os.environ:
             raise ConfigError(f"storage URL needs environment variable {name}, which is not set", hint=f"export {name}=...")
-        return os.environ[name]
+        value = os.environ[name]
+        if any(start <= match.start() < end for start, end in passwords):
+            remember_secret(value)
+            return quote(value, safe="")
+        return value
 
     return _ENV_REFERENCE.sub(replace, url)
 

@@ -19,6 +19,7 @@ import datetime as _dt
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from .. import records
 from ..layout import STUDY_FILE, StudyLayout
 from .space import SearchSpace
 from .storage import StorageSpec, open_storage, parse_storage
+
+SETTINGS_WAIT_S = 10.0  # how long a worker waits for the settings of a study another worker has just created
 
 
 def study_settings(loaded: LoadedConfig, space: SearchSpace, data_fingerprint: str) -> dict[str, Any]:
@@ -102,9 +105,15 @@ def open_study(
     existing = name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     created_here = False
     try:
+        if not existing:
+            try:
+                study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions)
+                created_here = True
+            except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
+                existing = True
         if existing:
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-            stored = records.study_settings_hash(study)
+            stored = _settings_hash_once_written(study)
             mismatch = stored is not None and stored != digest
             if not mismatch and not force:
                 records.check_study_schema(study, name, for_writing=True)
@@ -124,10 +133,9 @@ def open_study(
             elif stored is None:
                 records.write_study_settings(study, settings, digest)
         if not existing:
-            study = optuna.create_study(
-                study_name=name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
-            )
-            created_here = True
+            if not created_here:  # the old study was archived under --force
+                study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions)
+                created_here = True
             records.write_study_settings(study, settings, digest)
             study.enqueue_trial(space.baseline_params(), user_attrs=records.baseline_attrs(), skip_if_exists=True)
             if on_create is not None:
@@ -142,6 +150,20 @@ def open_study(
                     path.unlink()
         raise
     return study, not existing
+
+
+def _settings_hash_once_written(study: optuna.Study, wait_s: float = SETTINGS_WAIT_S) -> str | None:
+    """The study's settings hash; a study another worker has just created gets a moment to receive it.
+
+    ``None`` after the wait: a study made by an older optiseg, or one whose creator died right after
+    creating it (its settings are then written by this worker).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        stored = records.study_settings_hash(study)
+        if stored is not None or study.trials or time.monotonic() >= deadline:
+            return stored
+        time.sleep(0.2)
 
 
 def _dispose(storage) -> None:
