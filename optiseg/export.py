@@ -58,25 +58,26 @@ def export_onnx(
     logits <= ``tolerance``); otherwise :class:`ExportError` is raised and
     nothing is written.
     """
+    height, width = network.resolution
+    dummy = torch.randn(1, network.in_channels, height, width, generator=torch.Generator().manual_seed(0))
+    metadata = network_metadata(network, class_names=class_names, opset=opset)
+    metadata.update(extra_metadata or {})
+    return export_graph(
+        model, path, {INPUT_NAME: dummy}, (OUTPUT_NAME,), metadata,
+        what=f"{network.model} {network.knob_dict} at {height}x{width}", opset=opset, tolerance=tolerance,
+    )
+
+
+def network_metadata(network: Network, *, class_names: Sequence[str] | None = None, opset: int = DEFAULT_OPSET) -> dict[str, str]:
+    """The ``metadata_props`` of the whole network's ONNX file: what a deployer needs to preprocess and decode."""
     from . import __version__
 
-    path = Path(path)
     height, width = network.resolution
-    in_channels, num_classes, model_name, knobs = network.in_channels, network.num_classes, network.model, network.knob_dict
-    dummy = torch.randn(1, in_channels, height, width, generator=torch.Generator().manual_seed(0))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            expected = model(dummy).numpy()
-        graph = _trace_to_onnx(model, dummy, opset)
-    finally:
-        model.train(was_training)
-
+    in_channels, num_classes = network.in_channels, network.num_classes
     spec = input_spec(in_channels)
     metadata = {
-        "model": model_name,
-        "knobs": json.dumps(dict(knobs), sort_keys=True),
+        "model": network.model,
+        "knobs": json.dumps(dict(network.knob_dict), sort_keys=True),
         "resolution": f"{height}x{width}",
         "input_name": INPUT_NAME,
         "input_shape": json.dumps([1, in_channels, height, width]),
@@ -98,7 +99,46 @@ def export_onnx(
     }
     if class_names is not None:
         metadata["class_names"] = json.dumps(list(class_names))
-    metadata.update(extra_metadata or {})
+    return metadata
+
+
+def export_graph(
+    module: nn.Module,
+    path: str | os.PathLike,
+    example_inputs: Mapping[str, torch.Tensor],
+    output_names: Sequence[str],
+    metadata: Mapping[str, str],
+    *,
+    what: str,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ExportResult:
+    """Export ``module`` (called with ``example_inputs``' tensors in order) with named inputs and outputs.
+
+    The one export path of optiseg, for whole networks and for the parts of a
+    split network alike: traced at the examples' fixed shapes, cleaned, checked
+    with ``onnx.checker``, and run by onnxruntime on ``example_inputs``; every
+    output must agree with PyTorch within ``tolerance`` (max abs difference),
+    or :class:`ExportError` is raised and nothing is written. ``what`` names
+    the graph in error messages. The file only appears at ``path`` once it passed.
+    """
+    from . import __version__
+
+    path = Path(path)
+    names = list(example_inputs)
+    args = tuple(example_inputs[name] for name in names)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            result = module(*args)
+        expected = [t.numpy() for t in (result if isinstance(result, tuple) else (result,))]
+        if len(expected) != len(output_names):
+            raise ExportError(f"{what}: the module returns {len(expected)} tensors for {len(output_names)} output names")
+        graph = _trace_to_onnx(module, args, opset, names, list(output_names))
+    finally:
+        module.train(was_training)
+
     for key, value in metadata.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, str(value)
@@ -108,25 +148,25 @@ def export_onnx(
     try:
         onnx.checker.check_model(graph, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported graph of {model_name} failed onnx.checker: {exc}") from None
+        raise ExportError(f"the exported graph of {what} failed onnx.checker: {exc}") from None
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
         tmp.write(graph.SerializeToString())
     try:
-        actual = _run_onnxruntime(tmp.name, dummy.numpy())
-        max_diff = float(np.max(np.abs(actual - expected)))
+        feeds = {name: tensor.numpy() for name, tensor in zip(names, args)}
+        actual = run_onnxruntime(tmp.name, feeds, output_names)
+        max_diff = max(float(np.max(np.abs(a - e))) if a.size else 0.0 for a, e in zip(actual, expected))
         if not max_diff <= tolerance:
             raise ExportError(
-                f"onnxruntime and PyTorch disagree on {model_name} {dict(knobs)} at {height}x{width}: "
-                f"max abs difference of the logits {max_diff:.3g} > {tolerance:g}",
+                f"onnxruntime and PyTorch disagree on {what}: max abs difference of the outputs {max_diff:.3g} > {tolerance:g}",
                 hint="this is a bug in optiseg or in the exporter; please report it with the command you ran",
             )
         os.replace(tmp.name, path)
     finally:
         if os.path.exists(tmp.name):
             os.unlink(tmp.name)
-    return ExportResult(path=path, size_mb=path.stat().st_size / (1024 * 1024), max_abs_diff=max_diff, metadata=metadata)
+    return ExportResult(path=path, size_mb=path.stat().st_size / (1024 * 1024), max_abs_diff=max_diff, metadata=dict(metadata))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -138,7 +178,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {entry.key: entry.value for entry in graph.metadata_props}
 
 
-def _trace_to_onnx(model: nn.Module, dummy: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _trace_to_onnx(
+    model: nn.Module, args: tuple[torch.Tensor, ...], opset: int, input_names: list[str], output_names: list[str]
+) -> onnx.ModelProto:
     import onnxscript.optimizer
 
     with tempfile.TemporaryDirectory() as tmp_dir, warnings.catch_warnings():
@@ -150,12 +192,12 @@ def _trace_to_onnx(model: nn.Module, dummy: torch.Tensor, opset: int) -> onnx.Mo
         try:
             torch.onnx.export(
                 model,
-                (dummy,),
+                args,
                 str(raw_path),
                 dynamo=False,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                input_names=input_names,
+                output_names=output_names,
                 do_constant_folding=True,
             )
         except Exception as exc:
@@ -164,10 +206,11 @@ def _trace_to_onnx(model: nn.Module, dummy: torch.Tensor, opset: int) -> onnx.Mo
     return onnxscript.optimizer.optimize(graph)
 
 
-def _run_onnxruntime(path: str, array: np.ndarray) -> np.ndarray:
+def run_onnxruntime(path: str | os.PathLike, feeds: Mapping[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
+    """Run the ONNX file at ``path`` once on the CPU with the named float32 ``feeds``; the named outputs, in order."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: array.astype(np.float32)})[0]
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(list(output_names), {name: np.asarray(a, np.float32) for name, a in feeds.items()})

@@ -45,6 +45,8 @@ _SIBLING_OF = "sibling_of"
 _SETTINGS = "optiseg_settings"
 _SETTINGS_HASH = "optiseg_settings_hash"
 _STUDY_SCHEMA = "optiseg_schema"
+_REVISION = "optiseg_latency_revision:"  # + plan key: a plan's latency measured again (one key per plan: no lost writes)
+_DRIFT = "optiseg_drift:"  # + a time stamp: one drift event
 
 # What became of a trial.
 COMPLETE = "complete"  # cost measured and trained: every objective known
@@ -68,6 +70,7 @@ class TrialRecord:
     values: tuple[float, ...] | None = None
     feasible: bool = False
     violations: dict[str, float] = field(default_factory=dict)
+    constraints: dict[str, float] = field(default_factory=dict)  # every constraint's value (> 0: violated)
     timings: dict[str, float] = field(default_factory=dict)
     artifacts: str | None = None
     error: str | None = None
@@ -257,7 +260,93 @@ def read_record(trial) -> TrialRecord:
 
 
 def load_records(study) -> list[TrialRecord]:
-    return [read_record(t) for t in study.get_trials(deepcopy=False)]
+    """Every trial of ``study`` as a record, each plan's latest :class:`LatencyRevision` applied."""
+    revisions = latency_revisions(study)
+    loaded = [read_record(t) for t in study.get_trials(deepcopy=False)]
+    return [apply_revision(r, revisions[r.plan_key]) if r.plan_key in revisions else r for r in loaded]
+
+
+# ---------------------------------------------------------------- latencies measured again
+
+REVISED_METRICS = ("latency_ms", "device_latency_ms")  # what a revision replaces (wholly-on-device plans)
+
+
+@dataclass(frozen=True)
+class LatencyRevision:
+    """A plan's latency measured again after its trial finished (Optuna forbids changing a finished trial).
+
+    ``source`` says why: ``confirm`` (interleaved confirmation rounds: ``latency_ms`` is the median of the
+    rounds' medians, ``low_ms``..``high_ms`` its confidence interval) or ``drift`` (first measured while the
+    device's speed had drifted, measured again once it was back). The trial keeps its first figure; every
+    reader (front, report, ``--json``) sees the revised one through :func:`load_records`.
+    """
+
+    plan_key: str
+    latency_ms: float
+    low_ms: float
+    high_ms: float
+    rounds: tuple[float, ...]
+    source: str
+    first_ms: float | None = None
+    when: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rounds": list(self.rounds)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyRevision:
+        return cls(**{**data, "rounds": tuple(float(v) for v in data.get("rounds", ()))})
+
+
+def write_latency_revision(study, revision: LatencyRevision) -> None:
+    study.set_user_attr(_REVISION + revision.plan_key, _json_safe(revision.as_dict()))
+
+
+def latency_revisions(study) -> dict[str, LatencyRevision]:
+    """The latest revision of each revised plan, by plan key."""
+    return {
+        key[len(_REVISION):]: LatencyRevision.from_dict(value)
+        for key, value in study.user_attrs.items() if key.startswith(_REVISION)
+    }
+
+
+def apply_revision(record: TrialRecord, revision: LatencyRevision) -> TrialRecord:
+    """``record`` with its revised latency (and the constraints on it judged again); the first figure kept in details."""
+    from dataclasses import replace
+
+    if record.evaluation.get("latency_ms") is None:
+        return record
+    first = record.evaluation.get("latency_ms")
+    metrics = {name: revision.latency_ms for name in REVISED_METRICS if record.evaluation.get(name) is not None}
+    if record.evaluation.get("fps") is not None and revision.latency_ms > 0:
+        metrics["fps"] = 1000.0 / revision.latency_ms
+    evaluation = record.evaluation.merged(
+        metrics=metrics,
+        details={"latency_revision": {**revision.as_dict(), "first_ms": first if revision.first_ms is None else revision.first_ms}},
+    )
+    violations = dict(record.violations)
+    constraints = {}
+    for key, violation in record.constraints.items():
+        kind, _, metric = key.partition("_")
+        if metric in metrics and kind in ("max", "min"):
+            limit = record.evaluation.get(metric) - violation if kind == "max" else record.evaluation.get(metric) + violation
+            violation = metrics[metric] - limit if kind == "max" else limit - metrics[metric]
+        constraints[key] = violation
+    violations = {k: v for k, v in constraints.items() if v > 0} if constraints else violations
+    feasible = record.status == COMPLETE and not violations
+    return replace(record, evaluation=evaluation, violations=violations, feasible=feasible, constraints=constraints)
+
+
+def record_drift(study, event: Mapping[str, Any]) -> None:
+    """Keep one drift event (when, the reference's figure against its first, what was measured again)."""
+    import datetime as _dt
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    study.set_user_attr(_DRIFT + stamp, _json_safe({"when": stamp, **dict(event)}))
+
+
+def drift_events(study) -> list[dict[str, Any]]:
+    return [value for key, value in sorted(study.user_attrs.items()) if key.startswith(_DRIFT)]
 
 
 def _status(trial) -> str:
@@ -276,7 +365,8 @@ def _status(trial) -> str:
 
 
 def _record(trial, status: str, plan, evaluation: Evaluation, attrs: Mapping[str, Any], schema: int) -> TrialRecord:
-    violations = {k: v for k, v in constraints_of(trial).items() if v > 0}
+    constraints = constraints_of(trial)
+    violations = {k: v for k, v in constraints.items() if v > 0}
     return TrialRecord(
         number=trial.number,
         status=status,
@@ -285,6 +375,7 @@ def _record(trial, status: str, plan, evaluation: Evaluation, attrs: Mapping[str
         values=tuple(trial.values) if trial.values is not None else None,
         feasible=status == COMPLETE and not violations,
         violations=violations,
+        constraints=constraints,
         timings=dict(attrs.get(_TIMINGS) or {}),
         artifacts=attrs.get(_ARTIFACTS),
         error=attrs.get(_ERROR),

@@ -2,13 +2,17 @@
 
 Pure functions over :class:`~optiseg.records.TrialRecord`s: the terminal
 table, ``--json`` / ``--csv`` output, ``deploy`` and the HTML report all read
-the same figures.
+the same figures. :func:`confirmed_front` is the front that knows latencies
+are measured with noise: a plan whose latency was confirmed in interleaved
+rounds (``optiseg confirm``) carries a confidence interval, and a faster
+median inside another plan's interval is a tie, not a win.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from .records import (  # noqa: F401  (re-exported: the statuses and the record belong to optiseg.records)
     COMPLETE,
@@ -27,20 +31,16 @@ from .records import (  # noqa: F401  (re-exported: the statuses and the record 
 DEFAULT_OBJECTIVES = (("iou", "maximize"), ("latency_ms", "minimize"))
 
 
-def _objective_pairs(objectives) -> tuple[tuple[str, str], ...]:
+def objective_pairs(objectives) -> tuple[tuple[str, str], ...]:
+    """``(metric, direction)`` pairs from Objectives or pairs (None: IoU up, latency down)."""
     if objectives is None:
         return DEFAULT_OBJECTIVES
     return tuple((o.metric, o.direction) if hasattr(o, "metric") else tuple(o) for o in objectives)
 
 
-def pareto_front(records: Iterable[TrialRecord], objectives=None) -> list[TrialRecord]:
-    """Feasible, complete records that no other one beats on every objective (default: IoU up, latency down).
-
-    One record per plan (the first trial that evaluated it), sorted by latency
-    (or by the last objective). ``objectives`` is a sequence of
-    :class:`~optiseg.search.objectives.Objective` or ``(metric, direction)`` pairs.
-    """
-    pairs = _objective_pairs(objectives)
+def evaluated_plans(records: Iterable[TrialRecord], objectives=None) -> list[TrialRecord]:
+    """The records a front is chosen from: feasible, complete, every objective known; one per plan (its first trial)."""
+    pairs = objective_pairs(objectives)
     seen: set[str | None] = set()
     points = []
     for record in sorted(records, key=lambda r: r.number):
@@ -51,10 +51,111 @@ def pareto_front(records: Iterable[TrialRecord], objectives=None) -> list[TrialR
             continue
         seen.add(key)
         points.append(record)
-    signed = {id(p): tuple((1.0 if d == "maximize" else -1.0) * float(p.metric(m)) for m, d in pairs) for p in points}
+    return points
+
+
+def pareto_front(records: Iterable[TrialRecord], objectives=None) -> list[TrialRecord]:
+    """Feasible, complete records that no other one beats on every objective (default: IoU up, latency down).
+
+    One record per plan (the first trial that evaluated it), sorted by latency
+    (or by the last objective). ``objectives`` is a sequence of
+    :class:`~optiseg.search.objectives.Objective` or ``(metric, direction)`` pairs.
+    Point values only; :func:`confirmed_front` weighs confirmed latencies' intervals.
+    """
+    pairs = objective_pairs(objectives)
+    points = evaluated_plans(records, pairs)
+    signed = {id(p): _signed(p, pairs) for p in points}
     front = [p for p in points if not any(_dominates(signed[id(q)], signed[id(p)]) for q in points if q is not p)]
+    return _front_order(front, pairs)
+
+
+def _signed(record: TrialRecord, pairs) -> tuple[float, ...]:
+    return tuple((1.0 if d == "maximize" else -1.0) * float(record.metric(m)) for m, d in pairs)
+
+
+def _front_order(front: list[TrialRecord], pairs) -> list[TrialRecord]:
     sort_metric = "latency_ms" if any(m == "latency_ms" for m, _ in pairs) else pairs[-1][0]
     return sorted(front, key=lambda r: (r.metric(sort_metric), -(r.metric(pairs[0][0]) or 0.0), r.number))
+
+
+# ---------------------------------------------------------------- fronts that know the latency's noise
+
+INTERVAL_METRICS = ("latency_ms", "device_latency_ms", "fps")  # what a confirmed latency gives an interval to
+
+
+def latency_revision(record: TrialRecord) -> dict | None:
+    """The :class:`~optiseg.records.LatencyRevision` applied to ``record`` (as a dict), or None."""
+    revision = record.evaluation.details.get("latency_revision")
+    return dict(revision) if revision else None
+
+
+def metric_interval(record: TrialRecord, name: str) -> tuple[float, float] | None:
+    """``(low, high)`` of a metric: a revised latency's confidence interval (``fps`` from it), else the value twice."""
+    value = record.metric(name)
+    if value is None:
+        return None
+    revision = latency_revision(record)
+    if revision is None or name not in INTERVAL_METRICS:
+        return (float(value), float(value))
+    low, high = float(revision["low_ms"]), float(revision["high_ms"])
+    if name == "fps":
+        return (1000.0 / high, 1000.0 / low) if low > 0 else (float(value), float(value))
+    return (low, high)
+
+
+class ConfirmedFront(NamedTuple):
+    """The front with the latencies' intervals weighed: its members, and which members are tied with which.
+
+    ``ties[n]`` lists the members whose intervals overlap member ``n``'s on every
+    objective that has one (latency): the front cannot say which of them is faster.
+    """
+
+    members: list[TrialRecord]
+    ties: dict[int, tuple[int, ...]]
+
+    def tied_with(self, number: int) -> tuple[int, ...]:
+        return self.ties.get(number, ())
+
+
+def confirmed_front(records: Iterable[TrialRecord], objectives=None) -> ConfirmedFront:
+    """The front where a plan beats another only beyond the intervals, and ties are named.
+
+    ``q`` dominates ``p`` when it is at least as good on every objective (point
+    values: medians) *and* better on one of them beyond the intervals: for
+    latency, ``q``'s ``high_ms`` below ``p``'s ``low_ms``. A plan without a
+    revision has a point interval (its measured value), so with no revision at
+    all this is :func:`pareto_front`. A plan a faster median would have pushed
+    off the front stays on it, tied with that plan. Members are sorted as
+    :func:`pareto_front` sorts them.
+    """
+    pairs = objective_pairs(objectives)
+    points = evaluated_plans(records, pairs)
+    signed = {id(p): _signed(p, pairs) for p in points}
+    bounds = {id(p): _signed_intervals(p, pairs) for p in points}
+
+    def dominates(q: TrialRecord, p: TrialRecord) -> bool:
+        at_least = all(x >= y for x, y in zip(signed[id(q)], signed[id(p)]))
+        return at_least and any(qb[0] > pb[1] for qb, pb in zip(bounds[id(q)], bounds[id(p)]))
+
+    members = _front_order([p for p in points if not any(dominates(q, p) for q in points if q is not p)], pairs)
+    noisy = [i for i, (metric, _) in enumerate(pairs) if metric in INTERVAL_METRICS]
+    ties: dict[int, tuple[int, ...]] = {}
+    if noisy:
+        for p in members:
+            tied = tuple(q.number for q in members if q is not p and all(
+                bounds[id(q)][i][0] <= bounds[id(p)][i][1] and bounds[id(p)][i][0] <= bounds[id(q)][i][1] for i in noisy))
+            if tied:
+                ties[p.number] = tied
+    return ConfirmedFront(members, ties)
+
+
+def _signed_intervals(record: TrialRecord, pairs) -> tuple[tuple[float, float], ...]:
+    """Each objective's interval with larger = better (a minimized metric's interval negated and flipped)."""
+    out = []
+    for metric, direction in pairs:
+        low, high = metric_interval(record, metric)
+        out.append((low, high) if direction == "maximize" else (-high, -low))
+    return tuple(out)
 
 
 def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:

@@ -56,7 +56,7 @@ def test_export_writes_checked_model(cli, tmp_path):
         (["summary", "--model", "fastscnn", "--knobs", "a=0.01", "--resolution", "192"], "0.03125 <= a <= 1"),
         (["summary", "--model", "fastscnn", "--resolution", "200"], "multiple of 32"),
         (["summary", "--model", "fastscnn", "--knobs", "x=1", "--resolution", "192"], "unknown knob 'x'"),
-        (["summary", "--model", "unet", "--resolution", "192"], "unknown model 'unet'"),
+        (["summary", "--model", "pspnet", "--resolution", "192"], "unknown model 'pspnet'"),
         (["summary", "--model", "fastscnn", "--knobs", "a", "--resolution", "192"], "is not NAME=VALUE"),
         (["export", "--model", "fastscnn", "--resolution", "200", "-o", "x.onnx"], "multiple of 32"),
     ],
@@ -71,7 +71,7 @@ def test_bad_input_exits_2_with_one_line(cli, args, fragment):
 
 def test_models_lists_every_architecture(cli):
     payload = json.loads(cli("models", "--json").stdout)
-    assert set(payload) == {"fastscnn", "bisenetv2"}
+    assert set(payload) == {"fastscnn", "bisenetv2", "unet"}
     assert payload["fastscnn"]["knobs"]["a"]["default"] == 1.0
 
 

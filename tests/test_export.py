@@ -17,7 +17,7 @@ from optiseg.network import Network
 from optiseg.export import export_onnx, read_metadata
 from optiseg.models import build_model, list_models
 
-FULL_KNOBS = {"fastscnn": {"a": 1, "t": 6, "r": 3, "pp": 1}, "bisenetv2": {"a": 1, "t": 6, "r": 3, "ce": 1, "head_mid": 1024}}
+FULL_KNOBS = {"fastscnn": {"a": 1, "t": 6, "r": 3, "pp": 1}, "bisenetv2": {"a": 1, "t": 6, "r": 3, "ce": 1, "head_mid": 1024}, "unet": {"a": 0.25}}
 STRAY_OPS = {"BatchNormalization", "Dropout", "Identity", "Shape", "Gather", "ScatterND", "Where", "Expand", "ConstantOfShape"}
 
 

@@ -17,6 +17,13 @@ from optiseg.profile import count_parameters
 KNOB_SAMPLES = {
     "fastscnn": [{}, {"a": 0.25, "t": 2, "r": 1, "pp": 0}, {"a": 0.5, "t": 4, "r": 2, "pp": 1}],
     "bisenetv2": [{}, {"a": 0.25, "t": 2, "r": 1, "ce": 0, "head_mid": 64}, {"a": 0.5, "t": 4, "r": 2, "ce": 1, "head_mid": 128}],
+    "unet": [{"a": 0.25}, {"a": 0.125}],  # a=1 (25 M parameters) is left to the parameter test: too slow to train here
+}
+# Narrow, every module on, for the resolution sweep.
+SMALL_KNOBS = {
+    "fastscnn": {"a": 0.125, "t": 1, "r": 1, "pp": 1},
+    "bisenetv2": {"a": 0.125, "t": 1, "r": 1, "ce": 1, "head_mid": 16},
+    "unet": {"a": 0.0625},
 }
 
 
@@ -51,8 +58,7 @@ def test_forward_shape_and_backward(name, knobs, num_classes):
 @pytest.mark.parametrize("size", [(64, 64), (64, 1024), (1024, 64), (96, 160), (544, 960), (224, 352)])
 def test_every_resolution_trains(name, size):
     """Pyramid pooling / context embedding on, every kind of size: square, tall, wide, non-dividing maps."""
-    knobs = {"a": 0.125, "t": 1, "r": 1, "pp": 1} if name == "fastscnn" else {"a": 0.125, "t": 1, "r": 1, "ce": 1, "head_mid": 16}
-    model = build_model(name, knobs, num_classes=2).train()
+    model = build_model(name, SMALL_KNOBS[name], num_classes=2).train()
     out = model(torch.randn(2, 3, *size))  # BatchNorm on pooled context needs two samples when training
     assert out.shape == (2, 2, *size)
     out.mean().backward()
@@ -61,7 +67,7 @@ def test_every_resolution_trains(name, size):
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("name", list_models())
 def test_in_channels(name, in_channels):
-    model = build_model(name, num_classes=1, in_channels=in_channels).eval()
+    model = build_model(name, SMALL_KNOBS[name] if name == "unet" else {}, num_classes=1, in_channels=in_channels).eval()
     with torch.no_grad():
         assert model(torch.randn(1, in_channels, 64, 64)).shape == (1, 1, 64, 64)
 
@@ -91,6 +97,33 @@ def test_fastscnn_one_input_channel_removes_576_parameters():
 def test_bisenetv2_baseline_size():
     params = count_parameters(build_model("bisenetv2", num_classes=1))
     assert 3_300_000 <= params <= 3_400_000, params
+
+
+def test_unet_is_the_studys_layout():
+    """Five encoder blocks of two 3x3 convs (64..512 channels) with a 2x2 max-pool each; a scales every width."""
+    model = build_model("unet", num_classes=1)
+    widths = [block.convs[1][0].out_channels for block in model.encoder]
+    assert widths == [64, 128, 256, 512, 512]
+    assert all(isinstance(block.pool, torch.nn.MaxPool2d) and block.pool.kernel_size == 2 for block in model.encoder)
+    assert [block.convs[1][0].out_channels for block in build_model("unet", {"a": 0.25}).encoder] == [16, 32, 64, 128, 128]
+    # Hand count at a=0.125, 1 class: encoder (8, 16, 32, 64, 64), bottleneck 64, decoder (64, 32, 16, 8, 8), 1x1 head.
+    def double(cin, cout):  # two 3x3 convs without bias, each with BatchNorm scale and shift
+        return cin * cout * 9 + 2 * cout + cout * cout * 9 + 2 * cout
+    enc = double(3, 8) + double(8, 16) + double(16, 32) + double(32, 64) + double(64, 64)
+    dec = double(64 + 64, 64) + double(64 + 64, 32) + double(32 + 32, 16) + double(16 + 16, 8) + double(8 + 8, 8)
+    assert count_parameters(build_model("unet", {"a": 0.125})) == enc + double(64, 64) + dec + 8 + 1
+
+
+def test_every_model_declares_stages_whose_run_is_the_forward():
+    from optiseg.models import INPUT, OUTPUT, run_stages
+
+    for name in list_models():
+        model = build_model(name, SMALL_KNOBS[name]).eval()
+        x = torch.randn(1, 3, 64, 96)
+        with torch.no_grad():
+            staged = run_stages(model.stages(), {INPUT: x}, (64, 96))[OUTPUT]
+            torch.testing.assert_close(staged, model(x))
+        assert len({s.name for s in model.stages()}) == len(model.stages())
 
 
 def test_removed_modules_are_not_built():
@@ -140,7 +173,7 @@ def test_unknown_model_lists_available():
     with pytest.raises(UsageError) as info:
         build_model("fastscn")
     message = str(info.value)
-    assert "did you mean 'fastscnn'" in message and "bisenetv2, fastscnn" in message
+    assert "did you mean 'fastscnn'" in message and "bisenetv2, fastscnn, unet" in message
 
 
 @pytest.mark.parametrize(

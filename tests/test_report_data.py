@@ -423,3 +423,19 @@ def test_the_page_of_the_whole_expert_space_stays_under_10_mb():
     text = render_page(_page(records, settings))
     # the sample images come on top: at most 6 models x 3 images + 3 ground truths, each within 320 x 320 pixels
     assert len(text.encode()) < 9 * 2**20
+
+
+def test_the_front_table_shows_confirmed_intervals_and_ties():
+    from optiseg.records import LatencyRevision, apply_revision
+    from optiseg.report.data import front_rows
+
+    def confirmed(number, size, iou, ms, low, high):
+        record = TrialRecord.make(number, "complete", model="fastscnn", resolution=f"{size}x{size}", knobs={"a": 0.25},
+                                  iou=iou, latency_ms=ms, fps=1000 / ms, feasible=True)
+        return apply_revision(record, LatencyRevision(record.plan_key, ms, low, high, (ms, low, high), "confirm", first_ms=ms * 1.2))
+
+    rows = front_rows([confirmed(0, 64, 0.80, 1.0, 0.9, 1.1), confirmed(1, 96, 0.85, 1.05, 0.95, 1.2),
+                       confirmed(2, 128, 0.90, 2.0, 1.9, 2.1)], "runs/x")
+    assert [r.number for r in rows] == [0, 1, 2]
+    assert rows[0].tied_with == (1,) and rows[1].tied_with == (0,) and rows[2].tied_with == ()
+    assert rows[0].confirmed == "[0.90, 1.10] ms, 3 rounds (first 1.20)"

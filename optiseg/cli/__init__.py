@@ -9,22 +9,24 @@ from collections.abc import Sequence
 
 # Each module registers its subcommands; heavy libraries are imported inside the handlers,
 # so `optiseg --help` answers at once.
-COMMAND_MODULES = ("search_cmd", "report_cmd", "models_cmd", "train_cmd", "data_cmd", "device_cmd")
+COMMAND_MODULES = ("search_cmd", "confirm_cmd", "report_cmd", "models_cmd", "train_cmd", "data_cmd", "device_cmd", "split_cmd")
 
 DESCRIPTION = """\
 Search the IoU-latency Pareto front of real-time segmentation networks
-(Fast-SCNN, BiSeNetV2) for your data and your edge device.
+(Fast-SCNN, BiSeNetV2, U-Net) for your data and your edge device.
 """
 
 EPILOG = """\
 the main job:
   optiseg search examples/quickstart.yaml          search the Pareto front (resumable)
   optiseg front runs/quickstart                    print the front
+  optiseg confirm runs/quickstart                  measure the front again, interleaved: intervals, ties
   optiseg report runs/quickstart --open            interactive offline HTML report
   optiseg deploy runs/quickstart --trial N -o DIR  a trained ONNX for the device
 
 one candidate, data and devices:
   optiseg models | summary | export | train        architectures, costs, ONNX, training
+  optiseg split --model M --resolution HxW         cut points: device cost, tensors crossing, bitrate
   optiseg data check CONFIG | data synth OUT        validate a data set, make a synthetic one
   optiseg device check NAME | device trust NAME    prepare a device; optiseg bench MODEL.onnx
 

@@ -13,7 +13,8 @@ from ._common import print_json, stderr_console, stdout_console
 
 FRONT_COLUMNS = ("trial", "status", "plan", "mode", "precision", "model", "resolution", "in_channels", "knobs",
                  "params", "macs", "activation_mb", "onnx_mb", "device_mb", "latency_ms", "latency_p90_ms", "fps",
-                 "iou", "miou", "feasible", "duplicate_of", "imported_from", "retry_of", "error", "error_retryable")
+                 "iou", "miou", "feasible", "duplicate_of", "imported_from", "retry_of", "error", "error_retryable",
+                 "latency_first_ms", "latency_low_ms", "latency_high_ms", "latency_rounds", "latency_source", "tied_with")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,6 +99,7 @@ def run_search_command(args: argparse.Namespace) -> int:
                 "counts": summary.counts,
                 "elapsed_s": round(summary.elapsed_s, 1),
                 "front": [r.as_dict() for r in summary.front],
+                "confirmation": summary.confirmation,
             }
         )
     else:
@@ -126,6 +128,12 @@ def _print_summary(summary) -> None:
         return
     console = stdout_console()
     console.print(line, soft_wrap=True)
+    confirmation = summary.confirmation
+    if confirmation and confirmation.get("rounds"):
+        measured = sum(1 for p in confirmation["plans"] if p.get("latency_revision"))
+        console.print(f"confirmed: {measured} plans in {confirmation['rounds']} interleaved rounds "
+                      f"({confirmation['spent_s']:.0f} device seconds); intervals and ties: optiseg front "
+                      f"{shlex.quote(str(summary.folder))}", soft_wrap=True, markup=False)
     if summary.front:
         console.print(front_table(summary.front, title=f"Pareto front ({len(summary.front)} plans)"))
         best = summary.front[-1]
@@ -139,10 +147,18 @@ def _print_summary(summary) -> None:
         console.print("no feasible trained plan yet: relax the constraints or give the search more trials", soft_wrap=True)
 
 
-def _front_rows(trial_records):
-    """One flat row per trial: the columns of FRONT_COLUMNS, every named metric, the per-class IoU."""
+def _front_rows(trial_records, ties=None):
+    """One flat row per trial: the columns of FRONT_COLUMNS, every named metric, the per-class IoU.
+
+    A latency measured again after its trial adds its revision (``latency_revision``: the
+    :class:`~optiseg.records.LatencyRevision` fields, the first figure among them) and
+    ``confirmed``; ``tied_with`` lists the front members whose intervals overlap this one's.
+    """
+    from ..results import latency_revision
+
     rows = []
     for r in trial_records:
+        revision = latency_revision(r)
         rows.append({
             "trial": r.number, "status": r.status, "plan": r.plan_key, "mode": r.mode, "precision": r.precision,
             "model": r.model, "resolution": r.resolution, "in_channels": r.in_channels, "knobs": r.knobs,
@@ -153,24 +169,32 @@ def _front_rows(trial_records):
             "retry_of": r.retry_of, "error": r.error, "error_retryable": r.error_retryable if r.error else None,
             "metrics": dict(r.evaluation.metrics), "per_class_iou": dict(r.evaluation.per_class_iou),
             "violations": r.violations,
+            "latency_revision": revision, "confirmed": bool(revision and revision.get("source") == "confirm"),
+            "latency_first_ms": revision.get("first_ms") if revision else None,
+            "latency_low_ms": revision.get("low_ms") if revision else None,
+            "latency_high_ms": revision.get("high_ms") if revision else None,
+            "latency_rounds": len(revision.get("rounds") or ()) if revision else None,
+            "latency_source": revision.get("source") if revision else None,
+            "tied_with": list((ties or {}).get(r.number, ())),
         })
     return rows
 
 
 def run_front(args: argparse.Namespace) -> int:
     from .. import records as store
-    from ..results import load_records, pareto_front
+    from ..results import confirmed_front, load_records
     from ..search import open_existing_study
     from ..search.objectives import objectives_from
     from ..search.progress import front_table
 
     handle = open_existing_study(args.study)
-    trial_records = load_records(handle.study)
+    trial_records = load_records(handle.study)  # revised latencies (optiseg confirm, drift checks) applied
     objectives = objectives_from(store.study_settings(handle.study).get("objectives"))
-    chosen = sorted(trial_records, key=lambda r: r.number) if args.all else pareto_front(trial_records, objectives)
+    front = confirmed_front(trial_records, objectives)  # without revisions, exactly the point-value front
+    chosen = sorted(trial_records, key=lambda r: r.number) if args.all else front.members
     if args.mode:
         chosen = [r for r in chosen if r.mode in args.mode or r.precision in args.mode]
-    rows = _front_rows(chosen)
+    rows = _front_rows(chosen, front.ties)
     if args.json:
         print_json({"study": handle.name, "folder": str(handle.paths.folder),
                     "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives], "trials": rows})
@@ -179,11 +203,12 @@ def run_front(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(buffer, fieldnames=FRONT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items())})
+            writer.writerow({**row, "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items()),
+                             "tied_with": ";".join(str(n) for n in row["tied_with"])})
         sys.stdout.write(buffer.getvalue())
     else:
         title = f"{handle.name}: {'all trials' if args.all else f'Pareto front ({len(chosen)} of {len(trial_records)} trials)'}"
-        table = front_table(chosen, title=title, show_status=args.all)
+        table = front_table(chosen, title=title, show_status=args.all, ties=front.ties)
         stdout_console().print(table if chosen else f"{title}: no feasible trained plan yet")
     return 0
 

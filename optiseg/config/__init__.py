@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ._base import ConfigPath, Section, format_validation_error, resolve_path
+from .confirm import ConfirmConfig
 from .data import SYNTHETIC_CLASSES, DataConfig, SyntheticData
 from .device import DeviceConfig, MeasureSettings, SSHHost
 from .study import EFFORTS, Budget, Constraints, Quantization, StudyConfig, parse_duration
@@ -28,6 +29,7 @@ __all__ = [
     "AugmentConfig",
     "Budget",
     "ConfigPath",
+    "ConfirmConfig",
     "Constraints",
     "Quantization",
     "DataConfig",

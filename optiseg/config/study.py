@@ -10,8 +10,10 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, create_m
 
 from ..secrets import has_password
 from ._base import ConfigPath, Section
+from .confirm import ConfirmConfig
 from .data import DataConfig
 from .device import DeviceConfig
+from .latency import LatencyConfig
 from .training import TrainingConfig
 
 EFFORTS = ("beginner", "intermediate", "expert")
@@ -99,7 +101,9 @@ class StudyConfig(Section):
     data: DataConfig
     training: TrainingConfig = TrainingConfig()
     device: DeviceConfig = DeviceConfig()
+    latency: LatencyConfig = LatencyConfig()
     budget: Budget = Budget()
+    confirm: ConfirmConfig = ConfirmConfig()
     storage: str | None = None
     sampler: Literal["auto", "tpe", "gp", "nsga2", "random", "grid"] = "auto"
     seed: int = 0
@@ -117,6 +121,12 @@ class StudyConfig(Section):
                 "'.', '_' and '-', starting with a letter or digit (no '/', no '..')"
             )
         return value
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _confirm_switch(cls, value: Any) -> Any:
+        """``confirm: false`` (or ``true``) stands for ``confirm: {enabled: false}``."""
+        return {"enabled": value} if isinstance(value, bool) else value
 
     @field_validator("storage")
     @classmethod

@@ -4,13 +4,25 @@
 >>> model = build_model("fastscnn", {"a": 0.5, "pp": 0}, num_classes=1)
 """
 
-from . import bisenetv2, fastscnn  # noqa: F401  (registers the architectures)
-from ._registry import KnobSpec, ModelEntry, build_model, format_knob_value, get_model_entry, list_models, register_model
+from . import bisenetv2, fastscnn, unet  # noqa: F401  (registers the architectures)
+from ._registry import (
+    KnobSpec,
+    ModelEntry,
+    build_model,
+    format_knob_value,
+    get_model_entry,
+    list_models,
+    register_model,
+)
 from ._resolution import check_resolution, format_resolution, parse_resolution
+from ._stages import INPUT, OUTPUT, Stage, run_stages
 
 __all__ = [
+    "INPUT",
+    "OUTPUT",
     "KnobSpec",
     "ModelEntry",
+    "Stage",
     "build_model",
     "check_resolution",
     "format_knob_value",
@@ -19,4 +31,5 @@ __all__ = [
     "list_models",
     "parse_resolution",
     "register_model",
+    "run_stages",
 ]

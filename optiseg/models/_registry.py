@@ -111,7 +111,9 @@ def register_model(name: str, knobs: tuple[KnobSpec, ...], summary: str):
 
     The knob specs must name exactly the keyword arguments of the class besides
     ``num_classes`` and ``in_channels``, with the same defaults: the signature
-    is the schema, and this is checked here.
+    is the schema, and this is checked here. The class must also have a
+    ``stages()`` method (its forward pass as :class:`~optiseg.models.Stage`
+    objects, which split computing and early exits cut and tap).
     """
 
     def decorator(cls):
@@ -122,6 +124,8 @@ def register_model(name: str, knobs: tuple[KnobSpec, ...], summary: str):
             raise TypeError(f"{cls.__name__}: knob specs {spec_defaults} do not match signature {arch_params}")
         if name in _REGISTRY:
             raise TypeError(f"model {name!r} is registered twice")
+        if not callable(getattr(cls, "stages", None)):
+            raise TypeError(f"{cls.__name__}: a registered model declares its stages (a `stages()` method, see models/_stages.py)")
         _REGISTRY[name] = ModelEntry(name=name, cls=cls, knobs=knobs, summary=summary)
         return cls
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ._layers import ConvBNReLU, resize_to, scaled_width
 from ._registry import KnobSpec, register_model
+from ._stages import INPUT, OUTPUT, ResizeToInput, Stage, run_stages
 
 _SMALLEST_BASE_WIDTH = 8  # the stem block's 1x1 reduction
 
@@ -160,8 +161,33 @@ class BiSeNetV2(nn.Module):
             nn.Dropout(0.1),
             nn.Conv2d(head_mid, num_classes, 1),
         )
+        self.upsample = ResizeToInput()
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The detail branch's three stages, then the semantic branch's, aggregation, head, upsampling.
+
+        The detail branch runs first, so its output ``detail`` (and the image,
+        until the stem has read it) crosses every cut inside the semantic branch.
+        """
+        semantic = [
+            Stage("semantic_stem", self.semantic[0], (INPUT,), ("semantic_1_4",)),
+            Stage("semantic_1_8", self.semantic[1:3], ("semantic_1_4",), ("semantic_1_8",)),
+            Stage("semantic_1_16", self.semantic[3:5], ("semantic_1_8",), ("semantic_1_16",)),
+            Stage("semantic_1_32", self.semantic[5:-1], ("semantic_1_16",), ("semantic_1_32",)),
+        ]
+        semantic_out = "semantic_1_32"
+        if not isinstance(self.semantic[-1], nn.Identity):
+            semantic.append(Stage("context_embedding", self.semantic[-1], ("semantic_1_32",), ("context",)))
+            semantic_out = "context"
+        return (
+            Stage("detail_1_2", self.detail[0:2], (INPUT,), ("detail_1_2",)),
+            Stage("detail_1_4", self.detail[2:5], ("detail_1_2",), ("detail_1_4",)),
+            Stage("detail_1_8", self.detail[5:8], ("detail_1_4",), ("detail",)),
+            *semantic,
+            Stage("aggregation", self.aggregation, ("detail", semantic_out), ("aggregated",)),
+            Stage("head", self.head, ("aggregated",), ("logits_1_8",), cut_after=False),
+            Stage("upsample", self.upsample, ("logits_1_8",), (OUTPUT,), cut_after=False, needs_input_size=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        logits = self.head(self.aggregation(self.detail(x), self.semantic(x)))
-        return resize_to(logits, size)
+        return run_stages(self.stages(), {INPUT: x}, x.shape[-2:])[OUTPUT]

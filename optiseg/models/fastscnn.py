@@ -23,6 +23,7 @@ from ._layers import (
     scaled_width,
 )
 from ._registry import KnobSpec, register_model
+from ._stages import INPUT, OUTPUT, ResizeToInput, Stage, run_stages
 
 _SMALLEST_BASE_WIDTH = 32  # the first convolution; the pyramid pooling needs int(128 a) // 4 >= 1, the same bound
 
@@ -104,13 +105,30 @@ class FastSCNN(nn.Module):
             nn.Dropout(0.1),
             nn.Conv2d(c128, num_classes, 1),
         )
+        self.upsample = ResizeToInput()
+
+    def stages(self) -> tuple[Stage, ...]:
+        """Learning-to-downsample, the three bottleneck groups (and pyramid pooling), fusion, classifier, upsampling.
+
+        The learning-to-downsample output ``ltd`` is read again by the fusion, so
+        it crosses every cut inside the global feature extractor.
+        """
+        groups = [Stage(f"bottlenecks{i + 1}", self.global_features[i], (prev,), (f"gfe{i + 1}",))
+                  for i, prev in enumerate(("ltd", "gfe1", "gfe2"))]
+        low_res = "gfe3"
+        if not isinstance(self.global_features[3], nn.Identity):
+            groups.append(Stage("pyramid_pooling", self.global_features[3], ("gfe3",), ("ppm",)))
+            low_res = "ppm"
+        return (
+            Stage("learning_to_downsample", self.learning_to_downsample, (INPUT,), ("ltd",)),
+            *groups,
+            Stage("feature_fusion", self.fusion, ("ltd", low_res), ("fused",)),
+            Stage("classifier", self.classifier, ("fused",), ("logits_1_8",), cut_after=False),
+            Stage("upsample", self.upsample, ("logits_1_8",), (OUTPUT,), cut_after=False, needs_input_size=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        high_res = self.learning_to_downsample(x)
-        low_res = self.global_features(high_res)
-        logits = self.classifier(self.fusion(high_res, low_res))
-        return resize_to(logits, size)
+        return run_stages(self.stages(), {INPUT: x}, x.shape[-2:])[OUTPUT]
 
 
 def _bottleneck_group(in_channels: int, out_channels: int, expansion: int, repeats: int, stride: int) -> nn.Sequential:

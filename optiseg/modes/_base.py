@@ -20,8 +20,12 @@ Life cycle (the orchestrator, :func:`optiseg.search.trial.evaluate`, calls, per 
    re-measure latency on the trained artifact and replace the cost figures.
    It may add operating points (a runtime knob swept without retraining).
    Idempotent like ``cost``.
-6. ``mode.artifacts(plan, context)``: the files ``optiseg deploy`` ships, with a
+6. ``mode.artifacts(plan, network_folder)``: the files ``optiseg deploy`` ships, with a
    line each for its README.
+7. ``mode.timed_model(plan, network_folder)``: the model file whose latency is the
+   plan's ``latency_ms`` (what ``quality`` measured last, else what ``cost`` measured).
+   Confirmation rounds (:mod:`optiseg.search.confirm`) time it again, after the
+   trial finished; it must be a file the study folder keeps.
 
 A mode raises :class:`~optiseg.errors.OptisegError` for a plan that cannot be
 built or loaded; that fails the trial, never the study.
@@ -70,6 +74,7 @@ class DeploymentMode(Protocol):
     name: str
     description: str
     knobs: Mapping[str, tuple[Any, ...]]  # the deployment knobs it takes, with every value
+    latency_is_one_model: bool  # its latency_ms is one graph timed on the device, which the latency model may predict
 
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan: ...
 
@@ -78,3 +83,5 @@ class DeploymentMode(Protocol):
     def quality(self, plan: DeploymentPlan, trained: Any, context: ModeContext, cost: Evaluation) -> Evaluation: ...
 
     def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]: ...
+
+    def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..layout import NetworkFolder
@@ -16,6 +17,7 @@ from ._common import latency_figures, untrained_network
 class DeviceMode:
     name = "device"
     description = "the whole network on the device, FP32"
+    latency_is_one_model = True  # latency_ms is one graph timed on the device (the latency model may predict it)
     knobs: Mapping[str, tuple[Any, ...]] = {"precision": ("fp32",)}
 
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:
@@ -38,6 +40,10 @@ class DeviceMode:
 
     def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]:
         return [Artifact(network_folder.trained_onnx, "model.onnx", "the trained network, FP32")]
+
+    def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path:
+        """The untrained FP32 graph: ``cost`` timed it, and training changes the weights, not the graph."""
+        return network_folder.untrained_onnx
 
 
 register_mode(DeviceMode())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .._atomic import write_json_atomic
@@ -33,6 +34,7 @@ PLAN_FOLDER = "int8"
 class Int8Mode:
     name = "int8"
     description = "the whole network on the device, INT8 (static post-training quantization, QDQ)"
+    latency_is_one_model = True  # latency_ms is one graph timed on the device (the latency model may predict it)
     knobs: Mapping[str, tuple[Any, ...]] = {"precision": ("int8",)}
 
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:
@@ -98,6 +100,11 @@ class Int8Mode:
     def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]:
         return [Artifact(network_folder.plan(PLAN_FOLDER).model, "model.onnx",
                          "the trained network quantized to INT8 (QDQ; onnxruntime runs it with integer kernels)")]
+
+    def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path:
+        """The trained INT8 model ``quality`` timed; before training (a plan measured too slow), the untrained one."""
+        folder = network_folder.plan(PLAN_FOLDER)
+        return folder.model if folder.model.exists() else folder.untrained_model
 
 
 def _digest(settings) -> str:

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .._atomic import write_text_atomic
 from .. import records as store
+from .._atomic import write_text_atomic
 from ..errors import OptisegError
 from ..layout import StudyLayout
 from ..results import TrialRecord, load_records, pareto_front
@@ -37,6 +37,7 @@ from .data import (
     hypervolume_data,
     knob_effects,
     knob_importance,
+    latency_check_data,
     search_space_rows,
     searched_knobs,
     status_counts,
@@ -163,6 +164,7 @@ def gather_page(handle, *, study_arg: str | None = None, options: ReportOptions 
         config_name=str(config_file) if config_file else None,
         config_text=_read_text(config_file),
         notes=tuple(notes),
+        latency_checks=latency_check_data(records, store.drift_events(study)),
     )
 
 

@@ -27,6 +27,7 @@ from ..results import (
     SKIPPED,
     TOO_SLOW,
     TrialRecord,
+    confirmed_front,
     default_reference_latency,
     hypervolume_history,
     pareto_front,
@@ -292,6 +293,8 @@ class FrontRow(NamedTuple):
     iou: float
     class_iou: tuple[tuple[str, float | None], ...]
     deploy_command: str
+    confirmed: str | None = None  # "[low, high] ms, N rounds" once confirmation rounds measured it again
+    tied_with: tuple[int, ...] = ()  # members the intervals cannot order against this one
 
 
 def deploy_command(study_arg: str, record: TrialRecord) -> str:
@@ -303,7 +306,13 @@ def deploy_command(study_arg: str, record: TrialRecord) -> str:
 def front_rows(records: Sequence[TrialRecord], study_arg: str) -> tuple[FrontRow, ...]:
     """One row per Pareto-front trial, fastest first, with the command that deploys it."""
     rows = []
-    for record in pareto_front(records):
+    front = confirmed_front(records)
+    for record in front.members:
+        revision = record.evaluation.details.get("latency_revision") or {}
+        confirmed = None
+        if revision.get("source") == "confirm":
+            confirmed = (f"[{float(revision['low_ms']):.2f}, {float(revision['high_ms']):.2f}] ms, "
+                         f"{len(revision.get('rounds') or ())} rounds (first {float(revision['first_ms']):.2f})")
         class_iou = record.metrics.get("test_class_iou")
         rows.append(FrontRow(
             number=record.number,
@@ -320,6 +329,8 @@ def front_rows(records: Sequence[TrialRecord], study_arg: str) -> tuple[FrontRow
             iou=float(record.iou),
             class_iou=tuple((str(k), _number(v)) for k, v in class_iou.items()) if isinstance(class_iou, Mapping) else (),
             deploy_command=deploy_command(study_arg, record),
+            confirmed=confirmed,
+            tied_with=front.tied_with(record.number),
         ))
     return tuple(rows)
 
@@ -704,4 +715,51 @@ def search_space_rows(settings: Mapping[str, Any], tiers: Mapping[str, str]) -> 
     return tuple(
         SpaceRow(knob, tiers.get(knob, "?"), ", ".join(format_value(v) for v in values), format_value(baseline.get(knob, "")))
         for knob, values in (space.get("choices") or {}).items()
+    )
+
+
+# ----------------------------------------------------------------------------------- latency checks
+
+
+class LatencyCheckData(NamedTuple):
+    """The latency model's prediction against each fresh measurement, and what the watch did about it."""
+
+    numbers: tuple[int, ...]
+    labels: tuple[str, ...]
+    predicted_ms: tuple[float, ...]
+    low_ms: tuple[float, ...]
+    high_ms: tuple[float, ...]
+    measured_ms: tuple[float, ...]
+    repeated: tuple[bool, ...]  # measured twice more: outside the model's interval
+    predicted_too_slow: int  # plans recorded as too slow from the prediction alone
+    revised: int  # plans whose latency was measured again (confirmation rounds, drift)
+    drifts: tuple[Fact, ...]  # one line per drift event
+
+    @property
+    def inside(self) -> int:
+        return sum(low <= m <= high for low, m, high in zip(self.low_ms, self.measured_ms, self.high_ms))
+
+
+def latency_check_data(records: Sequence[TrialRecord], drift_events: Sequence[Mapping[str, Any]]) -> LatencyCheckData:
+    rows = []
+    for record in sorted(records, key=lambda r: r.number):
+        latency = record.evaluation.details.get("latency") or {}
+        prediction, figure = latency.get("prediction"), _number(latency.get("median_ms"))
+        if record.duplicate_of is None and isinstance(prediction, Mapping) and figure is not None:
+            rows.append((record.number, f"trial {record.number}: {record.plan_key}", float(prediction["median_ms"]),
+                         float(prediction["low_ms"]), float(prediction["high_ms"]), figure, "repeats" in latency))
+    drifts = tuple(
+        Fact(str(event.get("when", ""))[:19].replace("T", " "),
+             f"{event.get('device')}: reference {float(event.get('drifted_ms', 0)):.3g} ms against "
+             f"{float(event.get('level_ms', 0)):.3g} ms; " + (
+                 f"back after {float(event.get('waited_s', 0)):.0f} s, {len(event.get('remeasured') or [])} plan(s) measured again"
+                 if event.get("back") else "did not come back in time: figures kept"))
+        for event in drift_events
+    )
+    columns = list(zip(*rows)) if rows else [()] * 7
+    return LatencyCheckData(
+        *(tuple(c) for c in columns),
+        predicted_too_slow=sum("latency_predicted" in r.evaluation.details for r in records),
+        revised=sum("latency_revision" in r.evaluation.details for r in records),
+        drifts=drifts,
     )

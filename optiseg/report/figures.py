@@ -22,6 +22,7 @@ from .data import (
     HypervolumeData,
     ImportanceData,
     KnobEffect,
+    LatencyCheckData,
     PlotPoint,
     TimingData,
     TradeoffData,
@@ -298,3 +299,27 @@ def curves_figure(data: CurvesData) -> go.Figure:
     fig.update_xaxes(title_text="epoch", **_integer_ticks([e for c in data.curves for e in c.epochs]))
     fig.update_yaxes(type="log", row=1, col=1)
     return _compact(fig, 380).update_layout(legend=dict(y=-0.25, yanchor="top"), margin=dict(b=120))
+
+
+def latency_check_figure(data: LatencyCheckData) -> go.Figure:
+    """Each fresh measurement against the latency model's prediction (its 99 % interval as error bars)."""
+    fig = go.Figure()
+    colors = ["#d62728" if r else "#1f77b4" for r in data.repeated]
+    fig.add_trace(go.Scatter(
+        x=list(data.predicted_ms), y=list(data.measured_ms), mode="markers", name="measured",
+        marker=dict(size=7, color=colors),
+        error_x=dict(type="data", symmetric=False, color="#9ab",
+                     array=[h - p for h, p in zip(data.high_ms, data.predicted_ms)],
+                     arrayminus=[p - lo for p, lo in zip(data.predicted_ms, data.low_ms)]),
+        text=[_esc(label) for label in data.labels],
+        hovertemplate="%{text}<br>predicted %{x:.3g} ms, measured %{y:.3g} ms<extra></extra>",
+    ))
+    values = [v for v in (*data.low_ms, *data.high_ms, *data.measured_ms) if v > 0]
+    if values:
+        low, high = min(values), max(values)
+        fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="measured = predicted",
+                                 line=dict(color="#888", dash="dot"), hoverinfo="skip"))
+    fig.update_layout(title=dict(text="latency model: predicted before measuring, and measured", font=dict(size=14)))
+    fig.update_xaxes(title_text="predicted ms (99 % interval)", type="log")
+    fig.update_yaxes(title_text="measured ms", type="log")
+    return _compact(fig, 340)

@@ -25,6 +25,7 @@ from .data import (
     HypervolumeData,
     ImportanceData,
     KnobEffect,
+    LatencyCheckData,
     SpaceRow,
     TimingData,
     TradeoffData,
@@ -123,6 +124,7 @@ class ReportPage(NamedTuple):
     config_name: str | None
     config_text: str | None
     notes: tuple[str, ...] = ()
+    latency_checks: LatencyCheckData | None = None
 
 
 class _Figures:
@@ -284,7 +286,10 @@ def _front_section(page: ReportPage) -> Markup:
         class_iou = [tag("div", f"{name}: {value:.3f}" if value is not None else f"{name}: n/a") for name, value in r.class_iou]
         cells = (
             r.number, r.model or "", r.resolution or "", r.knobs, _fmt(r.params, ","), _fmt(r.macs and r.macs / 1e6, ",.1f", " M"),
-            _fmt(r.activation_mb, ".1f", " MB"), _fmt(r.latency_ms, ".2f"), _fmt(r.latency_p90_ms, ".2f"), _fmt(r.fps, ".1f"),
+            _fmt(r.activation_mb, ".1f", " MB"),
+            [_fmt(r.latency_ms, ".2f"), *([tag("div", "confirmed ", r.confirmed, class_="confirmed")] if r.confirmed else []),
+             *([tag("div", "tied with trial " + ", ".join(str(n) for n in r.tied_with), class_="tied")] if r.tied_with else [])],
+            _fmt(r.latency_p90_ms, ".2f"), _fmt(r.fps, ".1f"),
             tag("b", f"{r.iou:.4f}"), class_iou,
         )
         body.append(tag("tr", [tag("td", c, class_="num" if i in numeric else ("knobs" if i == 3 else None)) for i, c in enumerate(cells)],
@@ -294,7 +299,8 @@ def _front_section(page: ReportPage) -> Markup:
     head = tag("thead", tag("tr", [tag("th", h, class_="num" if i in numeric else None) for i, h in enumerate(header)]))
     table = tag("div", tag("table", head, tag("tbody", body), class_="front"), class_="table-wrap")
     return _section("front", "Pareto front", table, _note(
-        "Fastest first. Latency is the median on the device (p90 beside it); activations are the float32 tensors of one "
+        "Fastest first. Latency is the median on the device (p90 beside it); a confirmed latency is the median of "
+        "interleaved rounds with its confidence interval, and members whose intervals overlap are tied; activations are the float32 tensors of one "
         "forward pass. The deploy command writes the trained ONNX with predict.py and a README for the device."))
 
 
@@ -378,6 +384,19 @@ def _context_section(page: ReportPage, figs: _Figures, fg) -> Markup:
         totals = ", ".join(f"{label} {format_seconds(timing.totals.get(key, 0.0))}" for key, label in timing.stages if timing.totals.get(key))
         content.append(_note(f"Time by stage over the study: {totals}."))
         content.append(figs.add("fig-timing", fg.timing_figure(timing)))
+    checks = page.latency_checks
+    if checks is not None and (checks.numbers or checks.drifts or checks.predicted_too_slow or checks.revised):
+        content.append(tag("h3", "Latency checks"))
+        facts = [Fact("predicted before measuring", f"{len(checks.numbers)} plans, {checks.inside} inside the model's 99 % interval"),
+                 Fact("measured again (outside the interval)", str(sum(checks.repeated))),
+                 Fact("recorded too slow from the prediction", str(checks.predicted_too_slow)),
+                 Fact("latency revised (confirmation, drift)", str(checks.revised))]
+        content.append(_facts(facts))
+        if checks.drifts:
+            content += [tag("h4", "Drift of the device's speed"), _facts(checks.drifts)]
+        if checks.numbers:
+            content.append(figs.add("fig-latency-model", fg.latency_check_figure(checks),
+                                    "Red: measured twice more because the first figure fell outside the interval."))
     if page.hypervolume.numbers:
         content.append(tag("h3", "Progress"))
         content.append(figs.add("fig-hypervolume", fg.hypervolume_figure(page.hypervolume),

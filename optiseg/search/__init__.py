@@ -4,6 +4,7 @@ config -> search space -> plan -> (cost on the device, train, quality) -> record
 Only this package knows every stage.
 """
 
+from .confirm import ConfirmReport, confirm_study
 from .lease import LeaseSettings, recover_stale_trials
 from .loop import SearchSummary, run_search
 from .sampler import SAMPLERS, make_sampler
@@ -13,12 +14,14 @@ from .study import StudyHandle, open_existing_study
 
 __all__ = [
     "SAMPLERS",
+    "ConfirmReport",
     "LeaseSettings",
     "SearchSpace",
     "SearchSummary",
     "StudyHandle",
     "StudyLayout",
     "build_search_space",
+    "confirm_study",
     "make_sampler",
     "open_existing_study",
     "recover_stale_trials",

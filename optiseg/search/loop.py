@@ -32,6 +32,8 @@ from ..layout import StudyLayout
 from ..quantize import QuantizationSettings
 from ..records import COMPLETE, FAILED, INTERRUPTED, TOO_SLOW, TrialRecord, load_records
 from ..results import pareto_front
+from .confirm import confirm_at_end_of_search
+from .latency_watch import LatencyWatch
 from .lease import LeaseSettings, TrialLease, recover_stale_trials
 from .objectives import constraints_from, objectives_from
 from .progress import SearchProgress
@@ -64,6 +66,7 @@ class SearchSummary:
     front: list[TrialRecord] = field(default_factory=list)
     elapsed_s: float = 0.0
     interrupted: bool = False
+    confirmation: dict | None = None  # what the end-of-search confirmation did (ConfirmReport.as_dict), if it ran
 
 
 def run_search(
@@ -138,14 +141,20 @@ def run_search(
                 quantization=QuantizationSettings(**config.quantization.model_dump(), seed=config.seed),
                 latency_cache=latency_cache_dir(config.output, settings["device"]),
             )
+            env.latency_watch = LatencyWatch(
+                study, config.latency, log=progress.log, reference=lambda: _reference_graph(study, layout)
+            )
             progress.start(loaded.study_name, n_trials, config.budget.timeout, _counted(study))
             previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
             finished_this_run = 0
             interrupted = False
+            confirmation = None
             try:
                 stop_reason, finished_this_run = _loop(
                     study, env, space, n_trials, config.budget.timeout, lease, progress, grid=sampler_name == "grid"
                 )
+                confirmation = confirm_at_end_of_search(  # the front measured again, interleaved (README: "Confirmation rounds")
+                    study, layout, pool, objectives, config.confirm, progress, fresh=finished_this_run > 0)
             except (KeyboardInterrupt, Interrupted):
                 interrupted = True
                 stop_reason = "interrupted"
@@ -160,6 +169,7 @@ def run_search(
         study=loaded.study_name, folder=layout.folder, storage=storage_spec.shown, sampler=sampler_name,
         stop_reason=stop_reason, finished_this_run=finished_this_run, counts=counts,
         front=pareto_front(trial_records, objectives), elapsed_s=time.monotonic() - started, interrupted=interrupted,
+        confirmation=confirmation.as_dict() if confirmation is not None else None,
     )
 
 
@@ -347,6 +357,16 @@ def _is_free(study: optuna.Study, number: int, network_key: str) -> bool:
         records.network_key_of(t) == network_key and records.is_imported(t)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     )
+
+
+def _reference_graph(study: optuna.Study, layout) -> tuple[Path, Path] | None:
+    """The drift reference: the baseline network's untrained graph and its first latency file, once they exist."""
+    for trial in study.get_trials(deepcopy=False):
+        key = records.network_key_of(trial) if records.is_baseline(trial) else None
+        if key is not None:
+            folder = layout.network(key)
+            return (folder.untrained_onnx, folder.latency) if folder.untrained_onnx.is_file() else None
+    return None
 
 
 def _evaluated_plans(study: optuna.Study) -> int:

@@ -162,12 +162,24 @@ class TrainingProgress:
         self.progress.epoch(epoch, epochs, metrics)
 
 
-def front_table(front: list[TrialRecord], title: str | None = None, *, show_status: bool = False) -> Table:
-    """The Pareto front (or any trials) as a rich table; ``show_status`` adds what became of each trial and why."""
+def front_table(front: list[TrialRecord], title: str | None = None, *, show_status: bool = False,
+                ties: dict[int, tuple[int, ...]] | None = None) -> Table:
+    """The Pareto front (or any trials) as a rich table; ``show_status`` adds what became of each trial and why.
+
+    A latency measured again after its trial (``optiseg confirm``, a drift check) adds a ``confirmed`` column:
+    the interval and rounds of a confirmation, or the first figure it replaced; ``ties`` (from
+    :func:`~optiseg.results.confirmed_front`) adds a ``tied with`` column.
+    """
+    from ..results import latency_revision
+
+    revised = any(latency_revision(r) for r in front)
+    tied = bool(ties)
     table = Table(title=title, title_justify="left", header_style="bold")
     columns = [("trial", True)] + ([("status", False)] if show_status else []) + [
         ("resolution", False), ("knobs", False), ("plan", False), ("params", True), ("MACs", True),
-        ("latency ms", True), ("fps", True), ("IoU", True)]
+        ("latency ms", True)] + ([("confirmed", False)] if revised else []) + [("fps", True), ("IoU", True)]
+    if tied:
+        columns.append(("tied with", False))
     if show_status:
         columns.append(("note", False))
     for column, right in columns:
@@ -176,13 +188,30 @@ def front_table(front: list[TrialRecord], title: str | None = None, *, show_stat
         cells = [str(r.number)] + ([r.status] if show_status else []) + [
             r.resolution or "", _knobs(r.knobs, r.in_channels), r.mode or "",
             f"{r.params:,}" if r.params is not None else "", f"{r.macs / 1e6:.1f} M" if r.macs is not None else "",
-            f"{r.latency_ms:.2f}" if r.latency_ms is not None else "", f"{r.fps:.1f}" if r.fps else "",
-            f"{r.iou:.4f}" if r.iou is not None else "",
+            f"{r.latency_ms:.2f}" if r.latency_ms is not None else ""] + (
+            [revision_note(r)] if revised else []) + [
+            f"{r.fps:.1f}" if r.fps else "", f"{r.iou:.4f}" if r.iou is not None else "",
         ]
+        if tied:
+            cells.append(", ".join(str(n) for n in (ties or {}).get(r.number, ())))
         if show_status:
             cells.append(trial_note(r))
         table.add_row(*cells)
     return table
+
+
+def revision_note(r: TrialRecord) -> str:
+    """How a revised latency came about: ``[1.20, 1.27] x5 (first 1.31)``, ``drift (first 1.31)``, or ''."""
+    from ..results import latency_revision
+
+    revision = latency_revision(r)
+    if not revision:
+        return ""
+    first = revision.get("first_ms")
+    was = f" (first {first:.2f})" if first is not None else ""
+    if revision.get("source") == "confirm":
+        return f"[{revision['low_ms']:.2f}, {revision['high_ms']:.2f}] x{len(revision.get('rounds') or ())}{was}"
+    return f"{revision.get('source', 'revised')}{was}"
 
 
 def trial_note(r: TrialRecord) -> str:

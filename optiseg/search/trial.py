@@ -63,6 +63,7 @@ class TrialEnvironment:
     constraints: tuple[Constraint, ...] = ()
     quantization: QuantizationSettings = field(default_factory=QuantizationSettings)
     latency_cache: Path | None = None  # shared by the studies of one output folder; see latency_cache_dir
+    latency_watch: Any = None  # LatencyWatch: checks every fresh measurement (see latency_watch.py)
 
     @property
     def worker(self) -> str:
@@ -90,8 +91,10 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
         raise InProgressElsewhere(running)
 
     mode = get_mode(plan.mode)
+    _gate_on_prediction(env, plan, mode, writer)
     context = ModeContext(
-        network_folder=network_folder, measure=lambda onnx, local, shared: _measure(env, onnx, local, shared),
+        network_folder=network_folder,
+        measure=lambda onnx, local, shared: _measure(env, onnx, local, shared, plan, trial.number),
         dataset=env.dataset, cache=env.cache, class_names=env.class_names, quantization=env.quantization,
         stage=env.progress.stage,
     )
@@ -129,6 +132,30 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     return objective_values(quality, env.objectives, plan)
 
 
+def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, writer: TrialWriter) -> None:
+    """Record ``plan`` as too slow from the latency model alone, if the ``latency:`` settings allow it and
+    the model is sure (its optimistic bound over ``max_latency_ms`` by the margin). No device time is spent;
+    the record says the latency was predicted, and holds no ``latency_ms``: the front never shows it."""
+    watch = env.latency_watch
+    limit = next((c for c in env.constraints if c.metric == "latency_ms" and c.bound == "max"), None)
+    if watch is None or limit is None or not getattr(mode, "latency_is_one_model", False):
+        return
+    found = watch.predicted_too_slow(plan, limit.value)
+    if found is None:
+        return
+    prediction, features = found
+    writer.evaluate(Evaluation(
+        metrics={"params": features.params, "macs": features.macs, "activation_mb": round(features.activation_mb, 3)},
+        details={"latency_predicted": prediction.as_dict()},
+    ))
+    writer.constraint(limit.key, limit.violation(prediction.low_ms))
+    writer.status(TOO_SLOW)
+    reason = (f"predicted {prediction.median_ms:.4g} ms (at least {prediction.low_ms:.4g}) > {limit.key} {limit.value:g}: "
+              "not measured, not trained")
+    env.progress.stage(reason)
+    raise TooSlow(reason)
+
+
 def objective_values(evaluation: Evaluation, objectives: tuple[Objective, ...], plan: DeploymentPlan) -> tuple[float, ...]:
     values = []
     for objective in objectives:
@@ -157,16 +184,25 @@ def _train(plan: DeploymentPlan, env: TrialEnvironment, folder: NetworkFolder, c
     return result, did_train
 
 
-def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_name: str | None) -> dict[str, Any]:
-    """The latency of ``onnx_path`` on the device: from ``local_file``, the shared cache, or measured now (and kept in both)."""
+def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_name: str | None,
+             plan: DeploymentPlan, trial_number: int) -> dict[str, Any]:
+    """The latency of ``onnx_path`` on the device: from ``local_file``, the shared cache, or measured now (and kept in both).
+
+    A fresh measurement goes through the latency watch (model check, drift); its prediction is returned
+    with the figure (``prediction``) but not kept in the files, which hold measurements only."""
     from ..modes._common import read_json
 
     shared = env.latency_cache / f"{shared_name}.json" if env.latency_cache and shared_name else None
     latency = read_json(local_file) or (read_json(shared) if shared else None)
+    prediction = None
     if latency is None:
         with env.pool.acquire() as runner:
             env.progress.stage(f"measuring latency on {runner.device_key}")
-            latency = runner.measure(onnx_path).to_dict()
+            if env.latency_watch is None:
+                latency = runner.measure(onnx_path).to_dict()
+            else:
+                files = (local_file,) + ((shared,) if shared is not None else ())
+                latency, prediction = env.latency_watch.measure(runner, plan, trial_number, onnx_path, files)
         if shared is not None:
             shared.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(shared, latency)
@@ -175,7 +211,7 @@ def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_na
     if not local_file.exists():
         local_file.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(local_file, latency)
-    return latency
+    return latency if prediction is None else {**latency, "prediction": prediction.as_dict()}
 
 
 def _finished_trial_of(study: optuna.Study, plan_key: str, exclude: int) -> optuna.trial.FrozenTrial | None:

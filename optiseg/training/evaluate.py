@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -121,12 +122,32 @@ def evaluate_onnx(
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
+    return score_onnx_predictions(
+        lambda batch: session.run(None, {input_name: batch})[0],
+        images, original_masks, class_names=class_names, binary=binary, in_channels=in_channels,
+    )
+
+
+def score_onnx_predictions(
+    predict: Callable[[np.ndarray], np.ndarray],
+    images: ResizedSplit,
+    original_masks: OriginalMasks,
+    *,
+    class_names: tuple[str, ...],
+    binary: bool,
+    in_channels: int,
+) -> SegmentationScores:
+    """Scores of ``predict`` (a float32 input batch of one image -> its logits, e.g. an onnxruntime run) on one split.
+
+    Each image is preprocessed by :func:`to_model_input`; its logits are resized
+    back to the original size and scored exactly as :func:`evaluate` does.
+    """
     num_classes = len(class_names)
     confusion = np.zeros((num_classes, num_classes), np.int64)
     cpu = torch.device("cpu")
     for index in range(len(images)):
         batch = to_model_input(images[index][0][None], in_channels, cpu).contiguous().numpy()
-        logits = torch.from_numpy(session.run(None, {input_name: batch})[0][0])
+        logits = torch.from_numpy(np.asarray(predict(batch))[0])
         truth = original_masks[index]
         confusion += confusion_matrix(truth, predict_classes(logits, truth.shape[:2]).numpy(), num_classes, IGNORE)
     return scores_from_confusion(confusion, class_names, binary)
