@@ -18,6 +18,10 @@ bytes (``payload_nbytes(array.size, bits)`` of them) and a JSON-safe header
 needs. ``encode_frame`` / ``decode_frame`` put several named tensors into one
 message: ``b"OSGT"``, the header length (uint32, little-endian), the JSON
 header, then the payloads in order.
+
+On a stream socket each message travels as ``send_message`` writes it: its length
+(uint64, little-endian), then its bytes; ``recv_message`` reads one back (``None``
+when the peer closed the connection cleanly between messages).
 """
 
 from __future__ import annotations
@@ -126,6 +130,35 @@ def decode_frame(data: bytes) -> dict:
     if offset != len(data):
         raise ValueError(f"tensor frame has {len(data) - offset} bytes after its last tensor")
     return out
+
+
+def send_message(sock, data: bytes) -> None:
+    """Send one length-prefixed message on a stream socket."""
+    sock.sendall(struct.pack("<Q", len(data)) + data)
+
+
+def recv_message(sock, max_bytes: int = 1 << 31):
+    """One message written by :func:`send_message`; ``None`` if the peer closed before a new one began."""
+    prefix = _recv_exactly(sock, 8, allow_eof=True)
+    if prefix is None:
+        return None
+    (length,) = struct.unpack("<Q", prefix)
+    if length > max_bytes:
+        raise ValueError(f"message of {length} bytes announced, more than the {max_bytes} allowed")
+    return _recv_exactly(sock, length)
+
+
+def _recv_exactly(sock, count: int, allow_eof: bool = False):
+    chunks, received = [], 0
+    while received < count:
+        chunk = sock.recv(min(count - received, 1 << 20))
+        if not chunk:
+            if allow_eof and received == 0:
+                return None
+            raise ConnectionError(f"connection closed after {received} of {count} bytes")
+        chunks.append(chunk)
+        received += len(chunk)
+    return b"".join(chunks)
 
 
 def _broadcast_shape(ndim: int, axis: int) -> tuple[int, ...]:

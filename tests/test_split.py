@@ -253,3 +253,24 @@ def test_split_command_exit_2_is_one_line_in_a_real_process(cli):
     result = cli("split", "--model", "unet", "--resolution", "64", "--bits", "3")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "bits 3 invalid" in result.stderr and not result.stdout
+
+
+def test_messages_cross_a_socket_whole_and_a_clean_close_is_none():
+    import socket
+    import threading
+
+    left, right = socket.socketpair()
+    frame = codec.encode_frame({"a": np.arange(70000, dtype=np.float32).reshape(1, 7, 100, 100)}, 4)
+    writer = threading.Thread(target=lambda: (codec.send_message(left, frame), codec.send_message(left, b""), left.close()))
+    writer.start()
+    assert codec.recv_message(right) == frame
+    assert codec.recv_message(right) == b""
+    assert codec.recv_message(right) is None
+    writer.join()
+    right.close()
+    left, right = socket.socketpair()
+    left.sendall(b"\x10\x00\x00\x00\x00\x00\x00\x00abc")
+    left.close()
+    with pytest.raises(ConnectionError, match="after 3 of 16 bytes"):
+        codec.recv_message(right)
+    right.close()
