@@ -20,6 +20,7 @@ from ._base import ConfigPath, Section, format_validation_error, resolve_path
 from .confirm import ConfirmConfig
 from .data import SYNTHETIC_CLASSES, DataConfig, SyntheticData
 from .device import DeviceConfig, MeasureSettings, SSHHost
+from .link import LinkConfig
 from .study import EFFORTS, Budget, Constraints, Quantization, StudyConfig, parse_duration
 from .training import AugmentConfig, TrainingConfig
 
@@ -34,6 +35,7 @@ __all__ = [
     "Quantization",
     "DataConfig",
     "DeviceConfig",
+    "LinkConfig",
     "LoadedConfig",
     "MeasureSettings",
     "SSHHost",

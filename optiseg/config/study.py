@@ -14,6 +14,7 @@ from .confirm import ConfirmConfig
 from .data import DataConfig
 from .device import DeviceConfig
 from .latency import LatencyConfig
+from .link import LinkConfig
 from .training import TrainingConfig
 
 EFFORTS = ("beginner", "intermediate", "expert")
@@ -101,6 +102,10 @@ class StudyConfig(Section):
     data: DataConfig
     training: TrainingConfig = TrainingConfig()
     device: DeviceConfig = DeviceConfig()
+    mode: list[str] = Field(default_factory=lambda: ["device"],
+                            description="deployment modes whose plans the front holds: device, split, ...")
+    server: DeviceConfig | None = Field(None, description="where the server's part of a plan runs (split, cascade)")
+    link: LinkConfig | None = Field(None, description="the network between device and server")
     latency: LatencyConfig = LatencyConfig()
     budget: Budget = Budget()
     confirm: ConfirmConfig = ConfirmConfig()
@@ -175,6 +180,42 @@ class StudyConfig(Section):
         if len(set(value)) != len(value):
             raise ValueError("each metric may appear once")
         return value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_list(cls, value: Any) -> Any:
+        """``mode: split`` stands for ``mode: [split]``."""
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("mode")
+    @classmethod
+    def _known_modes(cls, value: list[str]) -> list[str]:
+        from ..errors import did_you_mean
+        from ..modes import placement_modes
+
+        known = placement_modes()
+        if not value:
+            raise ValueError(f"give at least one mode, e.g. [device]; modes: {', '.join(known)}")
+        for name in value:
+            if name not in known:
+                raise ValueError(f"unknown mode {name!r}{did_you_mean(name, known)}; modes: {', '.join(known)}")
+        if len(set(value)) != len(value):
+            raise ValueError("each mode may appear once")
+        return value
+
+    @model_validator(mode="after")
+    def _server_for_remote_modes(self) -> "StudyConfig":
+        from ..modes import get_mode
+
+        remote = [name for name in self.mode if getattr(get_mode(name), "needs_server", False)]
+        missing = [key for key, value in (("server", self.server), ("link", self.link)) if value is None]
+        if remote and missing:
+            raise ValueError(
+                f"mode {', '.join(remote)} runs a part on a server: add {' and '.join(f'{k}:' for k in missing)} "
+                "(e.g. server: {kind: local} and link: {uplink_mbps: 100, rtt_ms: 2}; "
+                "`optiseg device link-test HOST --write CONFIG` measures a link)"
+            )
+        return self
 
     @field_validator("model")
     @classmethod

@@ -37,6 +37,15 @@ def get_mode(name: str) -> DeploymentMode:
         raise UsageError(f"unknown deployment mode {name!r}{did_you_mean(name, _REGISTRY)}; modes: {', '.join(_REGISTRY)}") from None
 
 
+def placement_modes() -> list[str]:
+    """The names a study's ``mode:`` takes: one per family (``device`` covers FP32 and INT8, chosen by ``precision``)."""
+    return list(dict.fromkeys(getattr(mode, "family", mode.name) for mode in _REGISTRY.values()))
+
+
+def modes_of_family(family: str) -> list[DeploymentMode]:
+    return [mode for mode in _REGISTRY.values() if getattr(mode, "family", mode.name) == family]
+
+
 def mode_for(knobs: Mapping[str, Any]) -> DeploymentMode:
     """The mode whose deployment knobs take these values (e.g. ``precision: int8`` -> the INT8 mode)."""
     for mode in _REGISTRY.values():
@@ -50,4 +59,5 @@ def mode_for(knobs: Mapping[str, Any]) -> DeploymentMode:
 
 from . import device, int8  # noqa: E402,F401  (registers the modes)
 
-__all__ = ["Artifact", "DeploymentMode", "ModeContext", "get_mode", "list_modes", "mode_for", "register_mode"]
+__all__ = ["Artifact", "DeploymentMode", "ModeContext", "get_mode", "list_modes", "mode_for", "modes_of_family",
+           "placement_modes", "register_mode"]

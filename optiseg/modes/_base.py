@@ -73,6 +73,8 @@ class DeploymentMode(Protocol):
 
     name: str
     description: str
+    family: str  # the name a study's `mode:` lists (device covers the FP32 and INT8 modes)
+    needs_server: bool  # a part of its plans runs on the study's `server:`, over its `link:`
     knobs: Mapping[str, tuple[Any, ...]]  # the deployment knobs it takes, with every value
     latency_is_one_model: bool  # its latency_ms is one graph timed on the device, which the latency model may predict
 

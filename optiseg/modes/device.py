@@ -17,6 +17,8 @@ from ._common import latency_figures, untrained_network
 class DeviceMode:
     name = "device"
     description = "the whole network on the device, FP32"
+    family = "device"  # the name a study's `mode:` lists
+    needs_server = False
     latency_is_one_model = True  # latency_ms is one graph timed on the device (the latency model may predict it)
     knobs: Mapping[str, tuple[Any, ...]] = {"precision": ("fp32",)}
 

@@ -34,6 +34,8 @@ PLAN_FOLDER = "int8"
 class Int8Mode:
     name = "int8"
     description = "the whole network on the device, INT8 (static post-training quantization, QDQ)"
+    family = "device"  # the name a study's `mode:` lists
+    needs_server = False
     latency_is_one_model = True  # latency_ms is one graph timed on the device (the latency model may predict it)
     knobs: Mapping[str, tuple[Any, ...]] = {"precision": ("int8",)}
 

@@ -51,7 +51,16 @@ def study_settings(loaded: LoadedConfig, space: SearchSpace, data_fingerprint: s
         "constraints": {k: v for k, v in config.constraints.model_dump(mode="json").items() if v is not None},
         "quantization": config.quantization.model_dump(mode="json"),
         "device": {"name": device.get("name"), "kind": device.get("kind"), "measure": device.get("measure")},
+        # Sections added after a study format was in use count only when set, so older studies keep their hash.
+        **({"mode": list(config.mode)} if list(config.mode) != ["device"] else {}),
+        **({"server": _runner_identity(config.server)} if config.server is not None else {}),
+        **({"link": config.link.model_dump(mode="json", exclude={"measured"})} if config.link is not None else {}),
     }
+
+
+def _runner_identity(section) -> dict[str, Any]:
+    dumped = section.model_dump(mode="json")
+    return {"name": dumped.get("name"), "kind": dumped.get("kind"), "measure": dumped.get("measure")}
 
 
 def settings_hash(settings: Mapping[str, Any]) -> str:
