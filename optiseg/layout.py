@@ -78,7 +78,13 @@ class PlanFolder:
 
     @property
     def cost(self) -> Path:
+        """The latency of its untrained model (measured before training)."""
         return self.path / "cost.json"
+
+    @property
+    def latency(self) -> Path:
+        """The latency of its trained model."""
+        return self.path / "latency.json"
 
     @property
     def quality(self) -> Path:

@@ -180,6 +180,26 @@ def _front_rows(trial_records, ties=None):
     return rows
 
 
+def _csv(rows) -> str:
+    """FRONT_COLUMNS, then every other named metric any row has, then ``iou[<class>]`` per class."""
+    from ..plans import METRICS
+
+    metrics = [name for name in METRICS if name not in FRONT_COLUMNS and any(name in row["metrics"] for row in rows)]
+    classes = list(dict.fromkeys(name for row in rows for name in row["per_class_iou"]))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*FRONT_COLUMNS, *metrics, *(f"iou[{c}]" for c in classes)],
+                            extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({
+            **row, **{name: row["metrics"].get(name) for name in metrics},
+            **{f"iou[{c}]": row["per_class_iou"].get(c) for c in classes},
+            "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items()),
+            "tied_with": ";".join(str(n) for n in row["tied_with"]),
+        })
+    return buffer.getvalue()
+
+
 def run_front(args: argparse.Namespace) -> int:
     from .. import records as store
     from ..results import confirmed_front, load_records
@@ -199,13 +219,7 @@ def run_front(args: argparse.Namespace) -> int:
         print_json({"study": handle.name, "folder": str(handle.paths.folder),
                     "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives], "trials": rows})
     elif args.csv:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FRONT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items()),
-                             "tied_with": ";".join(str(n) for n in row["tied_with"])})
-        sys.stdout.write(buffer.getvalue())
+        sys.stdout.write(_csv(rows))
     else:
         title = f"{handle.name}: {'all trials' if args.all else f'Pareto front ({len(chosen)} of {len(trial_records)} trials)'}"
         table = front_table(chosen, title=title, show_status=args.all, ties=front.ties)

@@ -51,6 +51,8 @@ class _Measured:
     onnx_path: Path
     files: tuple[Path, ...]  # where its figure is kept (the plan's latency file, the shared cache)
     latency: dict[str, Any]
+    mode: str = ""
+    features: LatencyFeatures | None = None
 
 
 @dataclass
@@ -100,6 +102,10 @@ class LatencyWatch:
             return model.predict(features, coverage=DISAGREEMENT_COVERAGE), features
         return None
 
+    def optimistic_ms(self, plan: DeploymentPlan) -> float:
+        """The optimistic bound :meth:`predicted_too_slow` judges by (the prediction's 1 % quantile)."""
+        return self.model(plan.mode).quantile(features_of(plan.network), 1.0 - DISAGREEMENT_COVERAGE)
+
     # ------------------------------------------------------------------ measuring
 
     def measure(self, runner, plan: DeploymentPlan, trial_number: int, onnx_path: Path,
@@ -124,7 +130,7 @@ class LatencyWatch:
             and model.disagrees(features, float(latency["median_ms"]), coverage=DISAGREEMENT_COVERAGE)
         )
         state.facts = dict(latency.get("facts") or {})
-        measured = _Measured(plan.key, trial_number, Path(onnx_path), files, latency)
+        measured = _Measured(plan.key, trial_number, Path(onnx_path), files, latency, plan.mode, features)
         state.since_check.append(measured)
         if disagreed or (self.settings.drift_every and len(state.since_check) >= self.settings.drift_every):
             self._check_drift(runner, state)
@@ -178,6 +184,7 @@ class LatencyWatch:
                 again = runner.measure(item.onnx_path).to_dict()
                 again["remeasured_after_drift"] = {"first_ms": float(item.latency["median_ms"])}
                 self._store(item, again)
+                self._relearn(item, float(again["median_ms"]))
                 remeasured.append({"plan": item.plan_key, "trial": item.trial_number,
                                    "first_ms": float(item.latency["median_ms"]), "again_ms": float(again["median_ms"])})
                 item.latency = again
@@ -189,11 +196,20 @@ class LatencyWatch:
         if back:
             self._log(f"the device is back ({figures[-1]:.3g} ms after {waited:.0f} s); {len(remeasured)} plan(s) measured again")
         else:
+            # A lasting change of speed: it becomes the level, or every later check would wait again.
+            state.level_ms = [figures[-1] if figures else figure]
             self._log(
                 f"the device did not come back within {self.settings.drift_wait_s:.0f} s; the {len(affected)} figure(s) "
-                "measured during the drift are kept, flagged in the study (see `optiseg confirm`)"
+                "measured during the drift are kept, flagged in the study (see `optiseg confirm`), and its speed "
+                f"now ({state.level_ms[0]:.3g} ms for the reference) is the level of later checks"
             )
         state.since_check.clear()
+
+    def _relearn(self, item: _Measured, again_ms: float) -> None:
+        """A figure measured during a drift was replaced: the model learns the new one instead."""
+        model = self._models.get(item.mode)
+        if model is not None and item.features is not None:
+            model.replace(item.features, float(item.latency["median_ms"]), again_ms)
 
     def _wait_until_back(self, runner, reference: Path, level: float) -> tuple[bool, float, list[float], dict[str, Any]]:
         started = time.monotonic()

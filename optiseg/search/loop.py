@@ -261,7 +261,7 @@ def _enqueue_untried(study: optuna.Study, queue) -> None:
     def key(params) -> str:
         return json.dumps(params, sort_keys=True, default=str)
 
-    tried = {key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)
+    tried = {key(records.params_of(t)) for t in study.get_trials(deepcopy=False)
              if not (t.state == TrialState.FAIL and records.is_skipped(t))}
     for params in queue:
         if key(params) not in tried:

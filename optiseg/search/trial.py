@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from .._atomic import write_json_atomic
 from ..config import StudyConfig
+from ..errors import StudyError
 from ..layout import NetworkFolder, StudyLayout
 from ..modes import ModeContext, get_mode
 from ..plans import DeploymentPlan, Evaluation
@@ -91,10 +92,11 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
         raise InProgressElsewhere(running)
 
     mode = get_mode(plan.mode)
-    _gate_on_prediction(env, plan, mode, writer)
     context = ModeContext(
         network_folder=network_folder,
-        measure=lambda onnx, local, shared: _measure(env, onnx, local, shared, plan, trial.number),
+        measure=lambda onnx, local, shared: _measure(
+            env, onnx, local, shared, plan, trial.number,
+            before_measuring=lambda: _gate_on_prediction(env, plan, mode, writer)),
         dataset=env.dataset, cache=env.cache, class_names=env.class_names, quantization=env.quantization,
         stage=env.progress.stage,
     )
@@ -105,11 +107,11 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     violated = []
     for constraint in env.constraints:
         value = cost.get(constraint.metric)
-        if constraint.on_cost and value is not None:
+        if value is not None:
             writer.constraint(constraint.key, constraint.violation(value))
             if constraint.violation(value) > 0:
                 violated.append(constraint.describe(value))
-        elif not constraint.on_cost:
+        else:
             writer.constraint(constraint.key, 0.0)  # unknown until trained, not violated
     if violated:
         writer.status(TOO_SLOW)
@@ -124,9 +126,10 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     writer.timings(context.timings)
     for constraint in env.constraints:
         value = quality.get(constraint.metric)
-        if not constraint.on_cost:
-            if value is None:
-                raise ValueError(f"plan {plan.key} recorded no {constraint.metric!r}, which constraint {constraint.key} needs")
+        if value is None:
+            raise StudyError(f"plan {plan.key} ({plan.mode} mode) records no {constraint.metric!r}, which constraint "
+                             f"{constraint.key} needs", hint="remove the constraint, or the mode from `mode:`")
+        if cost.get(constraint.metric) is None or value != cost.get(constraint.metric):
             writer.constraint(constraint.key, constraint.violation(value))
     writer.status(COMPLETE)
     return objective_values(quality, env.objectives, plan)
@@ -135,7 +138,8 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
 def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, writer: TrialWriter) -> None:
     """Record ``plan`` as too slow from the latency model alone, if the ``latency:`` settings allow it and
     the model is sure (its optimistic bound over ``max_latency_ms`` by the margin). No device time is spent;
-    the record says the latency was predicted, and holds no ``latency_ms``: the front never shows it."""
+    the record says the latency was predicted, and holds no ``latency_ms``: the front never shows it.
+    Called only when the plan's graph is about to be measured (a figure already known is never predicted)."""
     watch = env.latency_watch
     limit = next((c for c in env.constraints if c.metric == "latency_ms" and c.bound == "max"), None)
     if watch is None or limit is None or not getattr(mode, "latency_is_one_model", False):
@@ -148,7 +152,7 @@ def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, write
         metrics={"params": features.params, "macs": features.macs, "activation_mb": round(features.activation_mb, 3)},
         details={"latency_predicted": prediction.as_dict()},
     ))
-    writer.constraint(limit.key, limit.violation(prediction.low_ms))
+    writer.constraint(limit.key, limit.violation(watch.optimistic_ms(plan)))  # the bound the decision used
     writer.status(TOO_SLOW)
     reason = (f"predicted {prediction.median_ms:.4g} ms (at least {prediction.low_ms:.4g}) > {limit.key} {limit.value:g}: "
               "not measured, not trained")
@@ -185,7 +189,7 @@ def _train(plan: DeploymentPlan, env: TrialEnvironment, folder: NetworkFolder, c
 
 
 def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_name: str | None,
-             plan: DeploymentPlan, trial_number: int) -> dict[str, Any]:
+             plan: DeploymentPlan, trial_number: int, before_measuring=lambda: None) -> dict[str, Any]:
     """The latency of ``onnx_path`` on the device: from ``local_file``, the shared cache, or measured now (and kept in both).
 
     A fresh measurement goes through the latency watch (model check, drift); its prediction is returned
@@ -196,6 +200,7 @@ def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_na
     latency = read_json(local_file) or (read_json(shared) if shared else None)
     prediction = None
     if latency is None:
+        before_measuring()
         with env.pool.acquire() as runner:
             env.progress.stage(f"measuring latency on {runner.device_key}")
             if env.latency_watch is None:
