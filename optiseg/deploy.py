@@ -65,8 +65,12 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
     if config_path is not None and config_path.is_file():
         written.append(Path(shutil.copyfile(config_path, out / "config.yaml")))
     predict = resources.files("optiseg._runners").joinpath("predict.py").read_text(encoding="utf-8")
-    written.append(_write(out / "predict.py", predict))
-    written.append(_write(out / "README.md", _readme(record, metadata, artifacts)))
+    written.append(_write(out / "predict.py", predict))  # also the preprocessing the other device-side scripts import
+    write_readme = getattr(get_mode(record.mode), "deploy_readme", None)  # a mode with scripts of its own explains them
+    if write_readme is not None:
+        written.extend(write_readme(record, out, {a.name: a.description for a in artifacts}))
+    else:
+        written.append(_write(out / "README.md", _readme(record, metadata, artifacts)))
     return written
 
 

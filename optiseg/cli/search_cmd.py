@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     front.add_argument("study", type=Path, help="study folder (e.g. runs/quickstart) or the study's config file")
     front.add_argument("--all", action="store_true", help="every trial with its status and cause, not only the front")
     front.add_argument("--mode", action="append", metavar="MODE",
-                       help="only plans of this deployment mode or precision (device, int8, fp32; repeatable)")
+                       help="only plans of this deployment mode or precision (device, int8, split, fp32; repeatable)")
     output = front.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object")
     output.add_argument("--csv", action="store_true", help="CSV on stdout")
@@ -213,6 +213,14 @@ def run_front(args: argparse.Namespace) -> int:
     front = confirmed_front(trial_records, objectives)  # without revisions, exactly the point-value front
     chosen = sorted(trial_records, key=lambda r: r.number) if args.all else front.members
     if args.mode:
+        from ..errors import UsageError, did_you_mean
+        from ..modes import list_modes, placement_modes
+        from ..plans import DEPLOYMENT_KNOBS
+
+        known = list(dict.fromkeys([*list_modes(), *placement_modes(), *DEPLOYMENT_KNOBS["precision"]]))
+        for name in args.mode:
+            if name not in known:
+                raise UsageError(f"--mode {name!r} is not a mode{did_you_mean(name, known)}; modes and precisions: {', '.join(known)}")
         chosen = [r for r in chosen if r.mode in args.mode or r.precision in args.mode]
     rows = _front_rows(chosen, front.ties)
     if args.json:

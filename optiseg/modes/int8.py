@@ -40,6 +40,9 @@ class Int8Mode:
     latency_is_one_model = True  # latency_ms is one graph timed on the device (the latency model may predict it)
     knobs: Mapping[str, tuple[Any, ...]] = {"precision": ("int8",)}
 
+    def knob_values(self, network: Network) -> Mapping[str, tuple[Any, ...]]:
+        return self.knobs
+
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:
         return DeploymentPlan(mode=self.name, networks=(network,), knobs=(("precision", "int8"),))
 

@@ -28,6 +28,7 @@ from ..layout import StudyLayout
 from ..plans import get_metric
 from ..results import TrialRecord, load_records, pareto_front
 from .data import (
+    split_tables,
     Fact,
     budget_facts,
     device_groups,
@@ -170,6 +171,7 @@ def gather_page(handle, *, study_arg: str | None = None, options: ReportOptions 
         config_text=_read_text(config_file),
         notes=tuple(notes),
         latency_checks=latency_check_data(records, store.drift_events(study)),
+        split=split_tables(records, front),
     )
 
 

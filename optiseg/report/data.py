@@ -336,6 +336,56 @@ def front_rows(records: Sequence[TrialRecord], study_arg: str,
     return tuple(rows)
 
 
+class SplitRow(NamedTuple):
+    """One way of running a network: all on the device, or cut at ``cut`` with ``bits`` on the link."""
+
+    trial: int
+    plan: str  # "all on device", "all on server", "after <stage>"
+    bits: int | None
+    device_ms: float | None
+    link_ms: float | None
+    server_ms: float | None
+    latency_ms: float | None
+    bytes_up: int | None
+    iou: float | None
+    on_front: bool
+
+
+class SplitTable(NamedTuple):
+    """Every plan of one network that has split plans, against its all-on-device and all-on-server plans."""
+
+    network: str
+    rows: tuple[SplitRow, ...]
+    best: int | None  # the fastest row's trial
+
+
+def split_tables(records: Sequence[TrialRecord], front: Sequence[TrialRecord]) -> tuple[SplitTable, ...]:
+    """Per network with a plan on the front and split plans: each of its evaluated plans, in the order of its cuts."""
+    on_front = {r.number for r in front}
+    front_networks = {r.candidate for r in front}
+    by_network: dict[str, list[TrialRecord]] = {}
+    for record in records:
+        if record.plan is not None and record.duplicate_of is None and record.latency_ms is not None:
+            by_network.setdefault(record.candidate, []).append(record)
+    tables = []
+    for network, plans in by_network.items():
+        if network not in front_networks or not any(r.mode == "split" for r in plans):
+            continue
+        rows = []
+        for r in sorted(plans, key=lambda r: r.number):
+            cut = r.plan.knob_dict.get("cut")
+            name = "all on device" if r.mode != "split" else ("all on server" if cut == "server" else f"after {cut}")
+            if r.mode not in ("split", "device"):
+                name = f"{name} ({r.plan.label})"
+            link = r.metric("link_bytes")
+            rows.append(SplitRow(r.number, name, r.plan.knob_dict.get("bits"), r.metric("device_latency_ms"), r.metric("link_ms"),
+                                 r.metric("server_latency_ms"), r.latency_ms, None if link is None else int(link),
+                                 r.iou, r.number in on_front))
+        best = min(rows, key=lambda row: row.latency_ms).trial if rows else None
+        tables.append(SplitTable(network, tuple(rows), best))
+    return tuple(tables)
+
+
 class FailedRow(NamedTuple):
     number: int
     candidate: str | None

@@ -14,6 +14,7 @@ latencies and resumes training from its last epoch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class TrialEnvironment:
     quantization: QuantizationSettings = field(default_factory=QuantizationSettings)
     latency_cache: Path | None = None  # shared by the studies of one output folder; see latency_cache_dir
     latency_watch: Any = None  # LatencyWatch: checks every fresh measurement (see latency_watch.py)
+    server_pool: Any = None  # where the server's part of a plan is timed (split, cascade); None without `server:`
+    server_latency_cache: Path | None = None
 
     @property
     def worker(self) -> str:
@@ -94,9 +97,13 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     mode = get_mode(plan.mode)
     context = ModeContext(
         network_folder=network_folder,
-        measure=lambda onnx, local, shared: _measure(
-            env, onnx, local, shared, plan, trial.number,
+        measure=lambda onnx, local, shared, codec=None: _measure(
+            env, onnx, local, shared, plan, trial.number, codec=codec, watched=mode.latency_is_one_model,
             before_measuring=lambda: _gate_on_prediction(env, plan, mode, writer)),
+        measure_server=None if env.server_pool is None else lambda onnx, local, shared, codec=None: _measure(
+            env, onnx, local, shared, plan, trial.number, codec=codec, watched=False, on_server=True),
+        link=env.config.link, device_label=env.config.device.label,
+        server_label=env.config.server.label if env.config.server is not None else "server",
         dataset=env.dataset, cache=env.cache, class_names=env.class_names, quantization=env.quantization,
         stage=env.progress.stage,
     )
@@ -189,22 +196,26 @@ def _train(plan: DeploymentPlan, env: TrialEnvironment, folder: NetworkFolder, c
 
 
 def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_name: str | None,
-             plan: DeploymentPlan, trial_number: int, before_measuring=lambda: None) -> dict[str, Any]:
-    """The latency of ``onnx_path`` on the device: from ``local_file``, the shared cache, or measured now (and kept in both).
+             plan: DeploymentPlan, trial_number: int, before_measuring=lambda: None, *, codec=None,
+             watched: bool = True, on_server: bool = False) -> dict[str, Any]:
+    """The latency of ``onnx_path`` on the device (``on_server``: the server): from ``local_file``, the shared
+    cache, or measured now (and kept in both).
 
-    A fresh measurement goes through the latency watch (model check, drift); its prediction is returned
-    with the figure (``prediction``) but not kept in the files, which hold measurements only."""
+    A fresh measurement of a one-graph plan (``watched``) goes through the latency watch (model check,
+    drift); its prediction is returned with the figure (``prediction``) but not kept in the files, which
+    hold measurements only. ``codec`` (a CodecStep) times the link's encoding or decoding with each run."""
     from ..modes._common import read_json
 
-    shared = env.latency_cache / f"{shared_name}.json" if env.latency_cache and shared_name else None
+    cache = env.server_latency_cache if on_server else env.latency_cache
+    shared = cache / f"{shared_name}.json" if cache and shared_name else None
     latency = read_json(local_file) or (read_json(shared) if shared else None)
     prediction = None
     if latency is None:
         before_measuring()
-        with env.pool.acquire() as runner:
-            env.progress.stage(f"measuring latency on {runner.device_key}")
-            if env.latency_watch is None:
-                latency = runner.measure(onnx_path).to_dict()
+        with _lend(env.server_pool if on_server else env.pool, env.progress) as runner:
+            env.progress.stage(f"measuring latency on {runner.device_key}{' (server)' if on_server else ''}")
+            if env.latency_watch is None or not watched or codec is not None:
+                latency = runner.measure(onnx_path, codec).to_dict() if codec is not None else runner.measure(onnx_path).to_dict()
             else:
                 files = (local_file,) + ((shared,) if shared is not None else ())
                 latency, prediction = env.latency_watch.measure(runner, plan, trial_number, onnx_path, files)
@@ -217,6 +228,20 @@ def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_na
         local_file.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(local_file, latency)
     return latency if prediction is None else {**latency, "prediction": prediction.as_dict()}
+
+
+@contextlib.contextmanager
+def _lend(pool, progress):
+    """A runner of ``pool``; while another process holds every device, the progress says so instead of hanging silently."""
+    from ..errors import DeviceError
+
+    with contextlib.ExitStack() as stack:
+        try:
+            runner = stack.enter_context(pool.acquire(timeout=1.0))
+        except DeviceError:  # from the claim only: nothing was lent
+            progress.stage(f"waiting for {pool.label}: another optiseg process is measuring on it")
+            runner = stack.enter_context(pool.acquire())
+        yield runner
 
 
 def _finished_trial_of(study: optuna.Study, plan_key: str, exclude: int) -> optuna.trial.FrozenTrial | None:
