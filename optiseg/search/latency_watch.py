@@ -66,8 +66,9 @@ class LatencyWatch:
     """One per search process; see the module's docstring."""
 
     def __init__(self, study, settings: LatencyConfig, log: Callable[[str], None],
-                 reference: Callable[[], tuple[Path, Path] | None]):
+                 reference: Callable[[], tuple[Path, Path] | None], cache: Path | None = None):
         self.study = study
+        self.cache = cache  # the device's latency cache: what earlier studies on it measured
         self.settings = settings
         self._log = log
         self._reference = reference  # (the baseline's untrained ONNX graph, its first latency file), once they exist
@@ -79,9 +80,18 @@ class LatencyWatch:
     # ------------------------------------------------------------------ the model
 
     def model(self, mode: str) -> LatencyModel:
-        """The latency model of ``mode``'s graphs, learnt from the study's measurements on first use."""
+        """The latency model of ``mode``'s graphs on this study's device, learnt on first use from the study's
+        measurements and from what earlier studies measured on the same device (its latency cache)."""
         if mode not in self._models:
-            self._models[mode] = fit_from_records(records.load_records(self.study), mode=mode)
+            study_records = records.load_records(self.study)
+            model = fit_from_records(study_records, mode=mode)
+            known = {r.candidate for r in study_records if r.mode == mode}
+            earlier = cached_measurements(self.cache, mode, exclude=known) if self.cache is not None else []
+            model.extend(earlier, track=False)
+            if earlier:
+                self._log(f"latency model ({mode}): {model.samples - len(earlier)} measurement(s) of this study and "
+                          f"{len(earlier)} of earlier studies on the same device")
+            self._models[mode] = model
         return self._models[mode]
 
     def predict(self, plan: DeploymentPlan, features: LatencyFeatures | None = None) -> Prediction | None:
@@ -256,6 +266,38 @@ class LatencyWatch:
 
 def features_of(network: Network) -> LatencyFeatures:
     return LatencyFeatures.of(network)
+
+
+MAX_CACHED = 200  # earlier measurements the model learns from at most (the newest), each profiled once
+
+
+def cache_identity(plan: DeploymentPlan) -> dict[str, Any]:
+    """What a cached figure keeps of its plan, so that later studies' latency models can learn from it."""
+    return {"mode": plan.mode, "network": plan.network.as_dict()}
+
+
+def cached_measurements(cache: Path, mode: str, exclude: set = frozenset()) -> list[tuple[LatencyFeatures, float]]:
+    """(features, median ms) of the figures of ``mode`` in a device's latency cache, newest first, skipping the
+    networks in ``exclude`` (those the study itself measured) and any file it cannot read."""
+    from ..modes._common import read_json
+
+    found = []
+    files = sorted(cache.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if cache.is_dir() else []
+    for path in files:
+        entry = read_json(path) or {}
+        identity = entry.get("identity") or {}
+        if identity.get("mode") != mode or "median_ms" not in entry:
+            continue
+        try:
+            network = Network.from_dict(identity["network"])
+            if network.key in exclude:
+                continue
+            found.append((features_of(network), float(entry["median_ms"])))
+        except Exception:  # noqa: BLE001 - an entry from another optiseg version: not learnt from
+            continue
+        if len(found) >= MAX_CACHED:
+            break
+    return found
 
 
 def _figure_in(latency_file: Path) -> float | None:

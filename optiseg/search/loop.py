@@ -150,7 +150,8 @@ def run_search(
                 server_latency_cache=latency_cache_dir(config.output, settings["server"]) if server_pool else None,
             )
             env.latency_watch = LatencyWatch(
-                study, config.latency, log=progress.log, reference=lambda: _reference_graph(study, layout)
+                study, config.latency, log=progress.log, reference=lambda: _reference_graph(study, layout),
+                cache=env.latency_cache,
             )
             progress.start(loaded.study_name, n_trials, config.budget.timeout, _counted(study))
             previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)

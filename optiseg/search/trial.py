@@ -209,6 +209,8 @@ def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_na
     cache = env.server_latency_cache if on_server else env.latency_cache
     shared = cache / f"{shared_name}.json" if cache and shared_name else None
     latency = read_json(local_file) or (read_json(shared) if shared else None)
+    if latency is not None:
+        latency.pop("identity", None)  # the cache's note of which plan it was, for latency models
     prediction = None
     if latency is None:
         before_measuring()
@@ -220,8 +222,11 @@ def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_na
                 files = (local_file,) + ((shared,) if shared is not None else ())
                 latency, prediction = env.latency_watch.measure(runner, plan, trial_number, onnx_path, files)
         if shared is not None:
+            from .latency_watch import cache_identity
+
             shared.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(shared, latency)
+            keep = {**latency, "identity": cache_identity(plan)} if watched and codec is None and not on_server else latency
+            write_json_atomic(shared, keep)
     else:
         env.progress.stage(f"latency known: {float(latency['median_ms']):.2f} ms")
     if not local_file.exists():
