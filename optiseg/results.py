@@ -238,3 +238,17 @@ def default_reference_latency(records: Iterable[TrialRecord], max_latency_ms: fl
         return float(max_latency_ms)
     latencies = [r.latency_ms for r in records if r.latency_ms is not None and math.isfinite(r.latency_ms)]
     return 1.1 * max(latencies) if latencies else 1.0
+
+
+def training_totals(records: Iterable[TrialRecord]) -> dict[str, float | int]:
+    """The study's training: networks trained here (imports left out), their compute (MACs) and wall seconds,
+    each network counted once whatever the plans that deploy it."""
+    networks: dict[str, TrialRecord] = {}
+    for record in records:
+        if record.status == COMPLETE and record.imported_from is None and record.metric("train_compute") is not None:
+            networks.setdefault(record.candidate, record)
+    return {
+        "networks": len(networks),
+        "compute_macs": sum(float(r.metric("train_compute")) for r in networks.values()),
+        "seconds": sum(float(r.metric("train_s") or 0.0) for r in networks.values()),
+    }

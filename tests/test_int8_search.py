@@ -63,6 +63,11 @@ def test_one_training_gives_a_front_with_both_precisions_and_deploys_int8(cli, t
 
     front = json.loads(cli("front", str(tmp_path / "runs" / "both"), "--all", "--json").stdout)
     assert {row["precision"] for row in front["trials"] if row["status"] == "complete"} == {"fp32", "int8"}
+    # training compute: epochs x training images x MACs, once for the network whatever its plans
+    epochs, images = fp32.metrics["epochs_run"], len(list((data_root / "train" / "images").iterdir()))
+    assert fp32.metric("train_compute") == int8.metric("train_compute") == epochs * images * fp32.macs
+    assert front["training"] == {"networks": 1, "compute_macs": fp32.metric("train_compute"), "seconds": fp32.metric("train_s")}
+    assert summary["counts"]["training_compute_macs"] == fp32.metric("train_compute")
     only_int8 = json.loads(cli("front", str(tmp_path / "runs" / "both"), "--all", "--json", "--mode", "int8").stdout)
     assert {row["precision"] for row in only_int8["trials"]} == {"int8"}
 

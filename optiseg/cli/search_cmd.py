@@ -111,8 +111,10 @@ def _print_summary(summary) -> None:
     from ..search.progress import format_duration, front_table
 
     counts = summary.counts
-    parts = [f"{counts.get('complete', 0)} plans complete ({counts.get('networks_trained', 0)} networks trained)",
-             f"{counts.get('too_slow', 0)} too slow"]
+    trained = f"{counts.get('networks_trained', 0)} networks trained"
+    if counts.get("training_compute_macs"):
+        trained += f": {counts['training_compute_macs'] / 1e15:.3g} PMAC, {format_duration(counts.get('training_seconds') or 0)}"
+    parts = [f"{counts.get('complete', 0)} plans complete ({trained})", f"{counts.get('too_slow', 0)} too slow"]
     for key, label in (("failed", "failed"), ("interrupted", "interrupted"), ("skipped", "skipped"), ("imported", "imported")):
         if counts.get(key):
             parts.append(f"{counts[key]} {label}")
@@ -202,7 +204,7 @@ def _csv(rows) -> str:
 
 def run_front(args: argparse.Namespace) -> int:
     from .. import records as store
-    from ..results import confirmed_front, load_records
+    from ..results import confirmed_front, load_records, training_totals
     from ..search import open_existing_study
     from ..search.objectives import objectives_from
     from ..search.progress import front_table
@@ -225,7 +227,8 @@ def run_front(args: argparse.Namespace) -> int:
     rows = _front_rows(chosen, front.ties)
     if args.json:
         print_json({"study": handle.name, "folder": str(handle.paths.folder),
-                    "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives], "trials": rows})
+                    "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives],
+                    "training": training_totals(trial_records), "trials": rows})
     elif args.csv:
         sys.stdout.write(_csv(rows))
     else:

@@ -42,6 +42,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("macs", "minimize", "", "multiply-accumulates per frame", cost=True),
     Metric("activation_mb", "minimize", "MB", "float32 activations of one forward pass", cost=True),
     Metric("fps", "maximize", "1/s", "frames per second at the median end-to-end latency", cost=True),
+    Metric("train_compute", "minimize", "MAC", "training compute of the plan's network: epochs run x training images x "
+           "forward multiply-accumulates per image"),
+    Metric("train_s", "minimize", "s", "wall seconds of the plan's network's training (its epochs, not the scoring)"),
 )}
 
 

@@ -32,6 +32,7 @@ from ..results import (
     default_reference_latency,
     hypervolume_history,
     reference_point,
+    training_totals,
     pareto_front,
 )
 
@@ -739,6 +740,10 @@ def budget_facts(
     facts.append(Fact("outcomes", ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n) or "no trials yet"))
     timing = timing_data(records)
     facts.append(Fact("time in trials", format_seconds(timing.trial_seconds)))
+    totals = training_totals(records)
+    if totals["networks"]:
+        facts.append(Fact("training", f"{totals['networks']} networks, {totals['compute_macs'] / 1e15:.3g} PMAC "
+                          f"(epochs x training images x MACs per image), {format_seconds(totals['seconds'])}"))
     if span_s is not None:
         facts.append(Fact("first trial start to last trial end", format_seconds(span_s)))
     return tuple(facts)

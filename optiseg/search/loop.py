@@ -31,7 +31,7 @@ from ..errors import OptisegError, StudyError
 from ..layout import StudyLayout
 from ..quantize import QuantizationSettings
 from ..records import COMPLETE, FAILED, INTERRUPTED, TOO_SLOW, TrialRecord, load_records
-from ..results import pareto_front
+from ..results import pareto_front, training_totals
 from .confirm import confirm_at_end_of_search
 from .latency_watch import LatencyWatch
 from .lease import LeaseSettings, TrialLease, recover_stale_trials
@@ -343,6 +343,8 @@ def count_statuses(trial_records: list[TrialRecord]) -> dict[str, int]:
         elif record.status in counts:
             counts[record.status] += 1
     counts["networks_trained"] = len({r.candidate for r in trial_records if r.status == COMPLETE and r.imported_from is None})
+    totals = training_totals(trial_records)
+    counts["training_compute_macs"], counts["training_seconds"] = totals["compute_macs"], round(totals["seconds"], 1)
     return counts
 
 

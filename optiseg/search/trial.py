@@ -129,6 +129,7 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     if did_train:
         writer.trained()
     quality = mode.quality(plan, trained, context, cost)
+    quality = quality.merged(metrics=training_cost(trained.metrics, len(env.dataset.split("train")), cost.get("macs")))
     writer.evaluate(quality)
     writer.timings(context.timings)
     for constraint in env.constraints:
@@ -165,6 +166,13 @@ def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, write
               "not measured, not trained")
     env.progress.stage(reason)
     raise TooSlow(reason)
+
+
+def training_cost(metrics: dict[str, Any], train_images: int, macs: float | None) -> dict[str, float | None]:
+    """The network's training compute (epochs run x training images x forward MACs per image) and wall seconds."""
+    epochs = metrics.get("epochs_run")
+    compute = float(epochs) * train_images * float(macs) if epochs is not None and macs else None
+    return {"train_compute": compute, "train_s": metrics.get("train_seconds")}
 
 
 def objective_values(evaluation: Evaluation, objectives: tuple[Objective, ...], plan: DeploymentPlan) -> tuple[float, ...]:
