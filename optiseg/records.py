@@ -41,6 +41,8 @@ _RETRY_OF = "optiseg_retry_of"
 _LEASE_UNTIL = "optiseg_lease_until"
 _BASELINE = "baseline"
 _SIBLING_OF = "sibling_of"
+_RUNG = "optiseg_rung"  # multi-fidelity: the rung (0 = lowest) this trial trains its network to
+_PROMOTION_OF = "optiseg_promotion_of"  # the lower rung's trial whose network this trial trains on
 # Study attributes.
 _SETTINGS = "optiseg_settings"
 _SETTINGS_HASH = "optiseg_settings_hash"
@@ -50,13 +52,14 @@ _DRIFT = "optiseg_drift:"  # + a time stamp: one drift event
 
 # What became of a trial.
 COMPLETE = "complete"  # cost measured and trained: every objective known
+PARTIAL = "partial"  # multi-fidelity: trained for a lower rung's epochs, judged on validation IoU; never on the front
 TOO_SLOW = "too_slow"  # cost measured, over a cost constraint: not trained, quality unknown
 FAILED = "failed"  # an error; see `error`
 INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or a dead worker; retried on the next run
 RUNNING = "running"
 WAITING = "waiting"  # queued (the baseline, a grid candidate, a sibling plan, a retry), not started yet
 SKIPPED = "skipped"  # asked after the global budget was used up, or stepped aside for another worker
-STATUSES = (COMPLETE, TOO_SLOW, FAILED, INTERRUPTED, RUNNING, WAITING, SKIPPED)
+STATUSES = (COMPLETE, PARTIAL, TOO_SLOW, FAILED, INTERRUPTED, RUNNING, WAITING, SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class TrialRecord:
     duplicate_of: int | None = None
     imported_from: str | None = None
     sibling_of: int | None = None
+    rung: int | None = None  # multi-fidelity: the rung the trial trained its network to
+    promotion_of: int | None = None  # multi-fidelity: the lower rung's trial it went on from
     worker: str | None = None
     seconds: float | None = None
     schema: int = SCHEMA
@@ -354,7 +359,7 @@ def _status(trial) -> str:
 
     stored = trial.user_attrs.get(_STATUS)
     if trial.state == TrialState.COMPLETE:
-        return COMPLETE
+        return PARTIAL if stored == PARTIAL else COMPLETE
     if trial.state == TrialState.PRUNED:
         return TOO_SLOW
     if trial.state == TrialState.RUNNING:
@@ -385,6 +390,8 @@ def _record(trial, status: str, plan, evaluation: Evaluation, attrs: Mapping[str
         duplicate_of=attrs.get(_DUPLICATE_OF),
         imported_from=attrs.get(_IMPORTED_FROM),
         sibling_of=attrs.get(_SIBLING_OF),
+        rung=attrs.get(_RUNG),
+        promotion_of=attrs.get(_PROMOTION_OF),
         worker=attrs.get(_WORKER),
         seconds=trial.duration.total_seconds() if trial.duration else None,
         schema=schema,
@@ -475,9 +482,26 @@ def params_of(trial) -> dict[str, Any]:
     return dict(trial.system_attrs.get("fixed_params", trial.params))
 
 
-def retry_attrs(number: int) -> dict[str, Any]:
-    """User attributes for the enqueued retry of trial ``number``."""
-    return {_RETRY_OF: number}
+def retry_attrs(trial) -> dict[str, Any]:
+    """User attributes for the enqueued retry of ``trial`` (the rung it was training to, if any, is kept)."""
+    rung = rung_of(trial)
+    return {_RETRY_OF: trial.number, **({_RUNG: rung} if rung is not None else {})}
+
+
+def rung_of(trial) -> int | None:
+    """The multi-fidelity rung a trial trains to (None: no multi-fidelity, or a new network: the lowest rung)."""
+    value = trial.user_attrs.get(_RUNG)
+    return None if value is None else int(value)
+
+
+def promotion_attrs(number: int, rung: int) -> dict[str, Any]:
+    """User attributes of the trial queued to train trial ``number``'s network on to ``rung``."""
+    return {_RUNG: rung, _PROMOTION_OF: number}
+
+
+def promoted_trials(study) -> set[int]:
+    """The trials whose network a trial of the next rung was queued for (whatever became of that one)."""
+    return {int(t.user_attrs[_PROMOTION_OF]) for t in study.get_trials(deepcopy=False) if _PROMOTION_OF in t.user_attrs}
 
 
 def baseline_attrs() -> dict[str, Any]:
@@ -522,6 +546,9 @@ class TrialWriter:
 
     def trained(self) -> None:
         self.trial.set_user_attr(_TRAINED, True)
+
+    def rung(self, rung: int) -> None:
+        self.trial.set_user_attr(_RUNG, int(rung))
 
     def constraint(self, name: str, value: float) -> None:
         self.trial.set_constraint(name, float(value))

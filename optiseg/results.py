@@ -18,6 +18,7 @@ from .records import (  # noqa: F401  (re-exported: the statuses and the record 
     COMPLETE,
     FAILED,
     INTERRUPTED,
+    PARTIAL,
     RUNNING,
     SKIPPED,
     STATUSES,
@@ -243,12 +244,11 @@ def default_reference_latency(records: Iterable[TrialRecord], max_latency_ms: fl
 def training_totals(records: Iterable[TrialRecord]) -> dict[str, float | int]:
     """The study's training: networks trained here (imports left out), their compute (MACs) and wall seconds,
     each network counted once whatever the plans that deploy it."""
-    networks: dict[str, TrialRecord] = {}
-    for record in records:
-        if record.status == COMPLETE and record.imported_from is None and record.metric("train_compute") is not None:
-            networks.setdefault(record.candidate, record)
-    return {
-        "networks": len(networks),
-        "compute_macs": sum(float(r.metric("train_compute")) for r in networks.values()),
-        "seconds": sum(float(r.metric("train_s") or 0.0) for r in networks.values()),
-    }
+    compute: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for record in records:  # a network trained in rungs (multi-fidelity) counts its furthest training
+        if record.status in (COMPLETE, PARTIAL) and record.imported_from is None and record.metric("train_compute") is not None:
+            if float(record.metric("train_compute")) >= compute.get(record.candidate, -1.0):
+                compute[record.candidate] = float(record.metric("train_compute"))
+                seconds[record.candidate] = float(record.metric("train_s") or 0.0)
+    return {"networks": len(compute), "compute_macs": sum(compute.values()), "seconds": sum(seconds.values())}

@@ -21,6 +21,7 @@ from ._edit import write_section
 from .confirm import ConfirmConfig
 from .data import SYNTHETIC_CLASSES, DataConfig, SyntheticData
 from .device import DeviceConfig, MeasureSettings, SSHHost
+from .fidelity import FidelityConfig
 from .link import LinkConfig
 from .study import EFFORTS, Budget, Constraints, Quantization, StudyConfig, parse_duration
 from .training import AugmentConfig, TrainingConfig
@@ -36,6 +37,7 @@ __all__ = [
     "Quantization",
     "DataConfig",
     "DeviceConfig",
+    "FidelityConfig",
     "LinkConfig",
     "LoadedConfig",
     "MeasureSettings",

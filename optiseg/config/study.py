@@ -13,6 +13,7 @@ from ._base import ConfigPath, Section
 from .confirm import ConfirmConfig
 from .data import DataConfig
 from .device import DeviceConfig
+from .fidelity import FidelityConfig
 from .latency import LatencyConfig
 from .link import LinkConfig
 from .training import TrainingConfig
@@ -76,6 +77,8 @@ class Quantization(Section):
 class Budget(Section):
     n_trials: PositiveInt | None = 20
     timeout: float | None = Field(None, description="seconds, or a duration such as 30m or 2h")
+    train_compute: PositiveFloat | None = Field(
+        None, description="training compute, in MACs (epochs x training images x MACs per image, summed over networks)")
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -84,8 +87,8 @@ class Budget(Section):
 
     @model_validator(mode="after")
     def _some_limit(self) -> "Budget":
-        if self.n_trials is None and self.timeout is None:
-            raise ValueError("give n_trials, timeout or both, or the search never ends")
+        if self.n_trials is None and self.timeout is None and self.train_compute is None:
+            raise ValueError("give n_trials, timeout or train_compute (or several), or the search never ends")
         return self
 
 
@@ -107,6 +110,7 @@ class StudyConfig(Section):
     server: DeviceConfig | None = Field(None, description="where the server's part of a plan runs (split, cascade)")
     link: LinkConfig | None = Field(None, description="the network between device and server")
     latency: LatencyConfig = LatencyConfig()
+    fidelity: FidelityConfig | None = Field(None, description="successive halving over epochs; off when absent")
     budget: Budget = Budget()
     confirm: ConfirmConfig = ConfirmConfig()
     storage: str | None = None
@@ -126,6 +130,24 @@ class StudyConfig(Section):
                 "'.', '_' and '-', starting with a letter or digit (no '/', no '..')"
             )
         return value
+
+    @field_validator("fidelity", mode="before")
+    @classmethod
+    def _fidelity_switch(cls, value: Any) -> Any:
+        """``fidelity: true`` stands for the defaults; ``false`` for none."""
+        return ({} if value else None) if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _fidelity_needs_validation_scores(self) -> "StudyConfig":
+        if self.fidelity is not None:
+            from ..plans._evaluation import METRICS
+
+            late = [m for m in self.objectives if not METRICS[m].cost and m not in ("iou", "miou")]
+            if late:
+                raise ValueError(f"fidelity: a briefly trained network is judged on its validation IoU, which stands for "
+                                 f"iou and miou only; the objective(s) {', '.join(late)} need a whole training: remove "
+                                 "fidelity: or those objectives")
+        return self
 
     @field_validator("confirm", mode="before")
     @classmethod

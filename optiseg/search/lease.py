@@ -84,6 +84,6 @@ def recover_stale_trials(
             study.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
-        study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial.number), skip_if_exists=False)
+        study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial), skip_if_exists=False)
         recovered.append(trial.number)
     return recovered

@@ -201,6 +201,9 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout reached", finished
         recover_stale_trials(study, settings=lease)
+        compute_budget = env.config.budget.train_compute
+        if compute_budget is not None and training_totals(load_records(study))["compute_macs"] >= compute_budget:
+            return f"training budget of {compute_budget:.3g} MACs reached", finished
         if not _waiting(study):
             if n_trials is not None and _counted(study) >= n_trials:
                 return f"budget of {n_trials} networks reached", finished
@@ -233,7 +236,10 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
                 values = evaluate(trial, env, plan)
             study.tell(trial, values)
             failures_in_a_row = steps_aside = 0
-            _queue_sibling_plans(study, space, trial)
+            if records.read_record(_frozen(study, trial.number)).status == records.PARTIAL:
+                _promote(study, env)  # a lower rung: its siblings wait for the network's whole training
+            else:
+                _queue_sibling_plans(study, space, trial)
         except TooSlow:
             study.tell(trial, state=TrialState.PRUNED)
             failures_in_a_row = 0
@@ -248,7 +254,7 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
         except (KeyboardInterrupt, Interrupted):
             records.record_interrupted(trial)
             study.tell(trial, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial.number), skip_if_exists=False)
+            study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial), skip_if_exists=False)
             progress.log(f"trial {trial.number} interrupted; it will resume from its last checkpoint on the next run")
             raise
         except Exception as exc:  # a failing trial fails that trial, never the study
@@ -277,6 +283,24 @@ def _queue_sibling_plans(study: optuna.Study, space, trial: optuna.Trial) -> Non
         return
     for params in space.sibling_params(frozen.params):
         study.enqueue_trial(params, user_attrs=records.sibling_attrs(trial.number), skip_if_exists=True)
+
+
+def _promote(study: optuna.Study, env) -> None:
+    """Queue a trial of the next rung for each network that successive halving sends on (see fidelity.py)."""
+    from .fidelity import to_promote
+
+    fidelity = env.config.fidelity
+    rungs = fidelity.rungs(env.config.training.epochs)
+    trial_records = [r for r in load_records(study) if r.rung is not None and r.duplicate_of is None
+                     and r.status in (COMPLETE, records.PARTIAL)]
+    promoted = records.promoted_trials(study)
+    pairs = [(o.metric, o.direction) for o in env.objectives]
+    for rung in range(len(rungs) - 1):
+        for record in to_promote([r for r in trial_records if r.rung == rung], promoted, fidelity.eta, pairs):
+            params = records.params_of(_frozen(study, record.number))
+            study.enqueue_trial(params, user_attrs=records.promotion_attrs(record.number, rung + 1), skip_if_exists=False)
+            env.progress.log(f"trial {record.number} ({record.plan_key}) goes on to rung {rung + 2} of {len(rungs)}: "
+                             f"{rungs[rung + 1]} epochs")
 
 
 def _enqueue_untried(study: optuna.Study, queue) -> None:
@@ -309,7 +333,7 @@ def requeue_retryable_failures(study: optuna.Study) -> list[int]:
             continue
         if records.plan_key_of(trial) in done:
             continue
-        study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial.number), skip_if_exists=False)
+        study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial), skip_if_exists=False)
         done.add(records.plan_key_of(trial))
         queued.append(trial.number)
     return queued
@@ -334,7 +358,8 @@ def is_retryable(exc: BaseException) -> bool:
 
 def count_statuses(trial_records: list[TrialRecord]) -> dict[str, int]:
     """Plans trained / too slow, failed, interrupted, running and skipped trials, re-proposals of known plans, imports."""
-    counts = {COMPLETE: 0, TOO_SLOW: 0, FAILED: 0, INTERRUPTED: 0, "running": 0, "skipped": 0, "duplicate": 0, "imported": 0}
+    counts = {COMPLETE: 0, records.PARTIAL: 0, TOO_SLOW: 0, FAILED: 0, INTERRUPTED: 0, "running": 0, "skipped": 0,
+              "duplicate": 0, "imported": 0}
     for record in trial_records:
         if record.duplicate_of is not None:
             counts["duplicate"] += 1

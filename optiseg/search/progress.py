@@ -244,6 +244,13 @@ def trial_note(r: TrialRecord) -> str:
         return "over " + ", ".join(sorted(r.violations)) if r.violations else "over a constraint"
     if r.error:
         return r.error + (" (retried on the next run)" if r.error_retryable else "")
+    fidelity = r.evaluation.details.get("fidelity") or {}
+    if r.status == "partial":
+        val = r.metric("val_iou")
+        return (f"rung {fidelity.get('rung', 0) + 1} of {len(fidelity.get('rungs') or ()) or '?'}: {fidelity.get('epochs')} of "
+                f"{fidelity.get('of')} epochs, val IoU {'n/a' if val is None else f'{val:.4f}'} (not on the front)")
+    if r.promotion_of is not None:
+        return f"trial {r.promotion_of}'s network trained on (rung {r.rung + 1})"
     if r.sibling_of is not None:
         return f"another plan of trial {r.sibling_of}'s network"
     return ""

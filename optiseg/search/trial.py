@@ -31,6 +31,7 @@ from ..layout import NetworkFolder, StudyLayout
 from ..modes import ModeContext, get_mode
 from ..plans import DeploymentPlan, Evaluation
 from ..quantize import QuantizationSettings
+from .. import records
 from ..records import COMPLETE, TOO_SLOW, TrialWriter, network_key_of, plan_key_of
 from .objectives import Constraint, Objective
 from .space import SearchSpace
@@ -83,7 +84,13 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     writer.start(plan, env.layout.relative(network_folder.path), env.worker)
     env.progress.trial_started(trial.number, plan)
 
-    previous = _finished_trial_of(env.study, plan.key, exclude=trial.number)
+    rungs = env.config.fidelity.rungs(env.config.training.epochs) if env.config.fidelity is not None else None
+    rung = None
+    if rungs is not None and len(rungs) > 1:
+        rung = records.rung_of(trial)
+        rung = 0 if rung is None else min(rung, len(rungs) - 1)
+        writer.rung(rung)
+    previous = _finished_trial_of(env.study, plan.key, exclude=trial.number, rung=rung, last_rung=len(rungs or ()) - 1)
     if previous is not None:
         env.progress.stage(f"same plan as trial {previous.number}: reusing its results")
         writer.duplicate_of(previous)
@@ -125,11 +132,16 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
         env.progress.stage(f"over a constraint ({'; '.join(violated)}): not trained")
         raise TooSlow("; ".join(violated))
 
+    if rung is not None and rung < len(rungs) - 1:
+        partial = _train_to_rung(plan, env, network_folder, context, writer, cost, rung, rungs)
+        if partial is not None:
+            return partial
     trained, did_train = _train(plan, env, network_folder, context)
     if did_train:
         writer.trained()
     quality = mode.quality(plan, trained, context, cost)
-    quality = quality.merged(metrics=training_cost(trained.metrics, len(env.dataset.split("train")), cost.get("macs")))
+    quality = quality.merged(metrics=training_cost(trained.metrics, len(env.dataset.split("train")), cost.get("macs")),
+                             details={"fidelity": {"rung": rung, "rungs": list(rungs)}} if rung is not None else {})
     writer.evaluate(quality)
     writer.timings(context.timings)
     for constraint in env.constraints:
@@ -166,6 +178,46 @@ def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, write
               "not measured, not trained")
     env.progress.stage(reason)
     raise TooSlow(reason)
+
+
+def _train_to_rung(plan, env, folder, context, writer, cost, rung: int, rungs) -> tuple[float, ...] | None:
+    """Train the plan's network on to the rung's epochs (resuming from its checkpoint) and record it as partial:
+    its best validation IoU so far stands for the test IoU in the sampler's objectives; the front ignores it.
+    None when the training finished whole before the rung (early stopping): then it is scored as a full one."""
+    import time
+
+    from ..records import PARTIAL
+    from ..training import METRICS, train_network
+    from .fidelity import RungReached, StopAtEpoch, low_fidelity_value, partial_scores
+
+    epochs = rungs[rung]
+    env.progress.stage(f"training to rung {rung + 1} of {len(rungs)}: {epochs} of {rungs[-1]} epochs")
+    began = time.perf_counter()
+    try:
+        train_network(plan.network, dataset=env.dataset, training=env.config.training, run_dir=folder.train, cache=env.cache,
+                      reporter=StopAtEpoch(env.progress.training_reporter(), epochs), export_onnx=True)
+    except RungReached:
+        pass
+    context.timings["train_s"] = round(context.timings.get("train_s", 0.0) + time.perf_counter() - began, 3)
+    writer.trained()
+    if (folder.train / METRICS).is_file():  # the whole training ended by the rung (early stopping): a full result
+        return None
+    scores = partial_scores(folder.train)
+    evaluation = cost.merged(
+        metrics={"val_iou": scores["val_iou"], **training_cost(scores, len(env.dataset.split("train")), cost.get("macs"))},
+        details={"fidelity": {"rung": rung, "rungs": list(rungs), "epochs": scores["epochs_run"], "of": rungs[-1],
+                              "best_epoch": scores["best_epoch"], "val_miou": scores["val_miou"]}},
+    )
+    writer.evaluate(evaluation)
+    writer.timings(context.timings)
+    writer.status(PARTIAL)
+    from ..records import TrialRecord
+
+    record = TrialRecord(number=-1, status=PARTIAL, plan=plan, evaluation=evaluation)
+    values = tuple(low_fidelity_value(o.metric, record) for o in env.objectives)
+    if any(v is None for v in values):
+        raise ValueError(f"plan {plan.key} has no validation IoU after {scores['epochs_run']} epochs")
+    return tuple(float(v) for v in values)
 
 
 def training_cost(metrics: dict[str, Any], train_images: int, macs: float | None) -> dict[str, float | None]:
@@ -257,12 +309,19 @@ def _lend(pool, progress):
         yield runner
 
 
-def _finished_trial_of(study: optuna.Study, plan_key: str, exclude: int) -> optuna.trial.FrozenTrial | None:
-    from ..records import is_duplicate
+def _finished_trial_of(study: optuna.Study, plan_key: str, exclude: int, rung: int | None = None,
+                       last_rung: int = 0) -> optuna.trial.FrozenTrial | None:
+    """A finished trial of the same plan that got at least as far: too slow, fully trained, or (multi-fidelity)
+    trained to ``rung`` or a higher one."""
+    from ..records import PARTIAL, is_duplicate, read_record
 
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if other.number != exclude and plan_key_of(other) == plan_key and not is_duplicate(other):
-            return other
+        if other.number == exclude or plan_key_of(other) != plan_key or is_duplicate(other):
+            continue
+        if rung is not None and other.state == TrialState.COMPLETE and read_record(other).status == PARTIAL:
+            if (records.rung_of(other) or 0) < rung:
+                continue  # trained to a lower rung: this trial goes on from there
+        return other
     return None
 
 
