@@ -100,7 +100,9 @@ def run_search(
     warm_source = prepare_import(config.warm_start, settings) if config.warm_start is not None else None
     n_trials = config.budget.n_trials
     latency_constrained = any(c.on_cost for c in constraints)
-    sampler_name = resolve_sampler_name(config.sampler, space, n_trials, latency_constrained, storage_spec.shared)
+    # A grid when n_trials covers the space; not when training compute limits it (or rungs do): then who knows
+    sampling_trials = n_trials if config.budget.train_compute is None and config.fidelity is None else None
+    sampler_name = resolve_sampler_name(config.sampler, space, sampling_trials, latency_constrained, storage_spec.shared)
 
     pool = open_pool(config.device)
     server_pool = open_pool(config.server) if config.server is not None and _uses_server(config) else None
@@ -137,7 +139,7 @@ def run_search(
                 _enqueue_untried(study, grid_queue(space))
             study.sampler = make_sampler(
                 config.sampler, space, seed=_sampler_seed(config.seed, study, storage_spec.shared),
-                n_trials=n_trials, latency_constrained=latency_constrained, multi_worker=storage_spec.shared,
+                n_trials=sampling_trials, latency_constrained=latency_constrained, multi_worker=storage_spec.shared,
             )
             env = TrialEnvironment(
                 study=study, layout=layout, space=space, config=config, dataset=dataset,
@@ -203,7 +205,10 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
         recover_stale_trials(study, settings=lease)
         compute_budget = env.config.budget.train_compute
         if compute_budget is not None and training_totals(load_records(study))["compute_macs"] >= compute_budget:
-            return f"training budget of {compute_budget:.3g} MACs reached", finished
+            # No new network from here; what is queued (promotions, plans of trained networks) still runs, and a
+            # study without one whole training trains its best network on, so that it ends with a front.
+            if not _waiting(study) and not _finish_best(study, env):
+                return f"training budget of {compute_budget:.3g} MACs reached", finished
         if not _waiting(study):
             if n_trials is not None and _counted(study) >= n_trials:
                 return f"budget of {n_trials} networks reached", finished
@@ -301,6 +306,29 @@ def _promote(study: optuna.Study, env) -> None:
             study.enqueue_trial(params, user_attrs=records.promotion_attrs(record.number, rung + 1), skip_if_exists=False)
             env.progress.log(f"trial {record.number} ({record.plan_key}) goes on to rung {rung + 2} of {len(rungs)}: "
                              f"{rungs[rung + 1]} epochs")
+
+
+def _finish_best(study: optuna.Study, env) -> bool:
+    """With no network trained to its last rung yet, queue the furthest, best partial one's next rung (True if queued)."""
+    from .fidelity import rank
+
+    trial_records = load_records(study)
+    if env.config.fidelity is None or any(r.status == COMPLETE for r in trial_records):
+        return False
+    partial = [r for r in trial_records if r.status == records.PARTIAL and r.duplicate_of is None]
+    if not partial:
+        return False
+    top = max(r.rung or 0 for r in partial)
+    promoted = records.promoted_trials(study)
+    candidates = [r for r in rank([r for r in partial if (r.rung or 0) == top], [(o.metric, o.direction) for o in env.objectives])
+                  if r.number not in promoted]
+    if not candidates:
+        return False
+    best = candidates[0]
+    study.enqueue_trial(records.params_of(_frozen(study, best.number)), user_attrs=records.promotion_attrs(best.number, top + 1),
+                        skip_if_exists=False)
+    env.progress.log(f"training budget reached with no network trained whole: trial {best.number} ({best.plan_key}) goes on")
+    return True
 
 
 def _enqueue_untried(study: optuna.Study, queue) -> None:
