@@ -41,7 +41,7 @@ def test_a_minimal_config_gets_sensible_defaults(tmp_path):
         ({"constraints": {"max_latency_ms": -3}}, ["constraints.max_latency_ms = -3", "greater than 0"]),
         ({"constraints": {"min_iou": 1.5}}, ["constraints.min_iou = 1.5"]),
         ({"constraints": {"max_latnecy_ms": 30}}, ["unknown key 'constraints.max_latnecy_ms'", "did you mean 'max_latency_ms'?"]),
-        ({"budget": {"n_trials": None, "timeout": None}}, ["give n_trials, timeout or both"]),
+        ({"budget": {"n_trials": None, "timeout": None}}, ["give n_trials, timeout or train_compute"]),
         ({"budget": {"timeout": "soon"}}, ["budget.timeout", "not a duration"]),
         ({"training": {"batch_size": 1}}, ["training.batch_size = 1"]),
         ({"sampler": "cmaes"}, ["sampler = 'cmaes'"]),

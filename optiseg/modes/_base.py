@@ -4,7 +4,8 @@ Life cycle (the orchestrator, :func:`optiseg.search.trial.evaluate`, calls, per 
 
 1. ``mode.plan(network, knobs)``: the :class:`DeploymentPlan` of ``network`` with
    the mode's deployment ``knobs`` (pure; no file is touched). ``mode.knob_values(network)``
-   says which values each knob takes for that network (the search space draws from them).
+   says which values each knob takes for that network (the search space draws from them), or
+   ``None`` when the mode cannot deploy that network at all (early exits of a network without exits).
 2. ``mode.cost(plan, context)`` **before any training**: build what the plan
    deploys from the *untrained* network(s) (the graph, hence its speed and
    size, does not depend on the weights) and measure it on its runner(s).
@@ -98,7 +99,7 @@ class DeploymentMode(Protocol):
     knobs: Mapping[str, tuple[Any, ...]]
     latency_is_one_model: bool  # its latency_ms is one graph timed on the device, which the latency model may predict
 
-    def knob_values(self, network: Network) -> Mapping[str, tuple[Any, ...]]: ...
+    def knob_values(self, network: Network) -> Mapping[str, tuple[Any, ...]] | None: ...
 
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan: ...
 

@@ -104,6 +104,8 @@ class SearchSpace:
         network = self.network(params, num_classes)
         mode = mode_for(knobs)
         own = mode.knob_values(network)
+        if own is None:
+            raise PlanNotApplicable(f"{network.describe()} cannot be deployed by mode {mode.name} ({mode.description})")
         for name, value in knobs.items():
             if name != "mode" and own.get(name) and value not in own[name]:
                 raise PlanNotApplicable(f"{network.describe()} has no {name} {value!r} ({name}: {', '.join(map(str, own[name]))})")
@@ -127,7 +129,10 @@ class SearchSpace:
         for family in self.modes:
             names = [name for name in family_knobs(family) if name in self.choices]
             own: dict[str, set] = {}
-            for mode in modes_of_family(family):
+            applicable = [m for m in modes_of_family(family) if m.knob_values(network) is not None]
+            if not applicable:
+                continue  # e.g. early exits for a network without exits
+            for mode in applicable:
                 for name, values in mode.knob_values(network).items():
                     own.setdefault(name, set()).update(values)
             choices = [tuple(v for v in self.choices[name] if v in own.get(name, ())) for name in names]
@@ -319,7 +324,7 @@ def _mode_knob_values(name: str, model: str, baseline: Mapping[str, Any], choice
     for knobs in variants:
         network = Network.create(model, knobs, 64)
         for mode in owners:
-            names = list(mode.knob_values(network).get(name, ()))
+            names = list((mode.knob_values(network) or {}).get(name, ()))
             for position, value in enumerate(names):
                 if value not in union:  # kept in each network's own order
                     before = names[position - 1] if position else None
