@@ -27,6 +27,7 @@ the main job:
 one candidate, data and devices:
   optiseg models | summary | export | train        architectures, costs, ONNX, training
   optiseg split --model M --resolution HxW         cut points: device cost, tensors crossing, bitrate
+  optiseg device link-test HOST [--write CFG]      bandwidth and round-trip time to a server, as a config's link:
   optiseg data check CONFIG | data synth OUT        validate a data set, make a synthetic one
   optiseg device check NAME | device trust NAME    prepare a device; optiseg bench MODEL.onnx
 
