@@ -22,7 +22,7 @@ from .data import SYNTHETIC_CLASSES, DataConfig, SyntheticData
 from .device import DeviceConfig, MeasureSettings, SSHHost
 from .link import LinkConfig
 from .study import EFFORTS, Budget, Constraints, Quantization, StudyConfig, parse_duration
-from .training import AugmentConfig, TrainingConfig
+from .training import AugmentConfig, ExitTrainingConfig, TrainingConfig
 
 __all__ = [
     "EFFORTS",
@@ -35,6 +35,7 @@ __all__ = [
     "Quantization",
     "DataConfig",
     "DeviceConfig",
+    "ExitTrainingConfig",
     "LinkConfig",
     "LoadedConfig",
     "MeasureSettings",
