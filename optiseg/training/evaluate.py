@@ -176,10 +176,18 @@ def score_onnx_predictions(
     """
     num_classes = len(class_names)
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    cpu = torch.device("cpu")
     for index in range(len(images)):
-        batch = to_model_input(images[index][0][None], in_channels, cpu).contiguous().numpy()
-        logits = torch.from_numpy(np.asarray(predict(batch))[0])
-        truth = original_masks[index]
-        confusion += confusion_matrix(truth, predict_classes(logits, truth.shape[:2]).numpy(), num_classes, IGNORE)
+        logits = np.asarray(predict(onnx_input(images[index][0], in_channels)))[0]
+        confusion += logits_confusion(logits, original_masks[index], num_classes)
     return scores_from_confusion(confusion, class_names, binary)
+
+
+def onnx_input(image: np.ndarray, in_channels: int) -> np.ndarray:
+    """One uint8 RGB image (H, W, 3) at the network's size -> the float32 batch of one (1, C, H, W) an ONNX model takes."""
+    return to_model_input(image[None], in_channels, torch.device("cpu")).contiguous().numpy()
+
+
+def logits_confusion(logits: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """The confusion matrix of one image's logits (C, h, w), upsampled to its mask ``truth`` (original size) and decided."""
+    predicted = predict_classes(torch.from_numpy(np.asarray(logits)), truth.shape[:2]).numpy()
+    return confusion_matrix(truth, predicted, num_classes, IGNORE)
