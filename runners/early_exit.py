@@ -4,19 +4,20 @@
     python3 early_exit.py DEPLOY_DIR image.jpg [more images ...] [--threshold 0.9] [-o OUT_DIR] [--threads 4]
 
 DEPLOY_DIR holds the chain of stage graphs (``stage1.onnx``, ``stage2.onnx``,
-...) and ``exits.json``, which says what each stage reads and writes, how
-confidence is measured and which threshold to use by default. Stage k
-computes exit k's logits and the features the next stages need; the script
-runs stage 1, and stops at the first exit whose confidence reaches the
-threshold, otherwise runs the next stage on the features already computed,
-up to the final output, which always answers.
+...) and ``exits.json``, which says what each stage reads and writes, which
+confidence the policy reads and which threshold to use by default. Stage k
+computes exit k's logits, their confidences and the features the next stages
+need; the script runs stage 1, and stops at the first exit whose confidence
+reaches the threshold, otherwise runs the next stage on the features already
+computed, up to the final output, which always answers.
 
-Confidence of an exit's logits (``exits.json`` ``confidence``):
+The confidences are computed inside each exit's stage graph (so timing a
+stage times them too), both kinds at once, in the order of ``CONFIDENCES``:
 
 * ``max_prob``: the mean over pixels of the largest class probability
   (one logit: ``max(p, 1 - p)`` with ``p = sigmoid(logit)``; several: softmax);
 * ``pixel_share``: the share of pixels whose largest class probability is at
-  least ``pixel_probability``.
+  least the chain's ``pixel_probability``.
 
 Preprocessing comes from stage 1's metadata, as ``predict.py`` does it. Each
 image's mask is written as a PNG (binary: 0/255; classes: the index) and the
@@ -24,8 +25,7 @@ script prints exactly one JSON line: per image the exit it left at, its
 confidence and milliseconds, and the share of images leaving at each exit.
 
 optiseg imports this file (``optiseg._runners.early_exit``) for
-:func:`confidence` and :class:`ExitChainRunner`, so the policy measured by
-``optiseg exits`` is this code.
+:class:`ExitChainRunner`, so the policy measured by ``optiseg exits`` is this code.
 """
 
 from __future__ import annotations
@@ -41,26 +41,6 @@ import numpy as np
 MANIFEST = "exits.json"
 CONFIDENCES = ("max_prob", "pixel_share")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def max_probability(logits: np.ndarray) -> np.ndarray:
-    """The largest class probability of every pixel, from one image's logits (C, H, W)."""
-    logits = np.asarray(logits, dtype=np.float32)
-    if logits.shape[0] == 1:
-        p = 1.0 / (1.0 + np.exp(-logits[0]))
-        return np.maximum(p, 1.0 - p)
-    shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
-    return shifted.max(axis=0) / shifted.sum(axis=0)
-
-
-def confidence(logits: np.ndarray, kind: str = "max_prob", pixel_probability: float = 0.9) -> float:
-    """How sure an exit is of one image: ``max_prob`` (mean largest probability) or ``pixel_share`` (share of pixels >= ``pixel_probability``)."""
-    probability = max_probability(logits)
-    if kind == "max_prob":
-        return float(probability.mean())
-    if kind == "pixel_share":
-        return float((probability >= pixel_probability).mean())
-    raise ValueError(f"unknown confidence {kind!r}: use one of {', '.join(CONFIDENCES)}")
 
 
 class ExitChainRunner:
@@ -90,21 +70,28 @@ class ExitChainRunner:
         env.update(zip(stage["outputs"], results))
         return env[stage["exit"]]
 
-    def run_all(self, tensor: np.ndarray) -> list[np.ndarray]:
-        """Every stage on one preprocessed image (1, C, H, W): each exit's logits and the final ones, (C, H, W) each."""
-        env = {self.stages[0]["inputs"][0]: np.asarray(tensor, dtype=np.float32)}
-        return [self._run_stage(index, env)[0] for index in range(len(self.stages))]
+    def _confidences(self, index: int, env: dict) -> dict[str, float]:
+        values = env[self.stages[index]["confidence"]][0]
+        return {kind: float(value) for kind, value in zip(self.manifest["confidences"], values)}
 
-    def run_policy(self, tensor: np.ndarray, threshold: float, kind: str = "max_prob",
-                   pixel_probability: float = 0.9) -> tuple[int, np.ndarray, float | None]:
-        """(stage index it left at, its logits (C, H, W), its confidence; None at the final output) for one image."""
+    def run_all(self, tensor: np.ndarray) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+        """Every stage on one preprocessed image (1, C, H, W): each output's logits (C, H, W), and each exit's confidences by kind."""
+        env = {self.stages[0]["inputs"][0]: np.asarray(tensor, dtype=np.float32)}
+        logits = [self._run_stage(index, env)[0] for index in range(len(self.stages))]
+        return logits, [self._confidences(index, env) for index in range(len(self.stages) - 1)]
+
+    def run_policy(self, tensor: np.ndarray, threshold: float, kind: str = "max_prob") -> tuple[int, np.ndarray, float | None]:
+        """(stage index it left at, its logits (C, H, W), its ``kind`` confidence; None at the final output) for one image."""
+        if kind not in self.manifest["confidences"]:
+            raise ValueError(f"unknown confidence {kind!r}: use one of {', '.join(self.manifest['confidences'])}")
+        position = self.manifest["confidences"].index(kind)
         env = {self.stages[0]["inputs"][0]: np.asarray(tensor, dtype=np.float32)}
         last = len(self.stages) - 1
         for index in range(last + 1):
             logits = self._run_stage(index, env)[0]
             if index == last:
                 return index, logits, None
-            sure = confidence(logits, kind, pixel_probability)
+            sure = float(env[self.stages[index]["confidence"]][0][position])
             if sure >= threshold:
                 return index, logits, sure
         raise AssertionError("unreachable")
@@ -154,7 +141,7 @@ def main() -> int:
             print(json.dumps({"ok": False, "error": f"cannot read image {path}: {exc}"}))
             return 2
         start = time.perf_counter()
-        index, logits, sure = chain.run_policy(tensor, threshold, policy["confidence"], policy["pixel_probability"])
+        index, logits, sure = chain.run_policy(tensor, threshold, policy["confidence"])
         elapsed_ms = (time.perf_counter() - start) * 1000
         mask = (logits[0] > 0).astype(np.uint8) * 255 if logits.shape[0] == 1 else logits.argmax(axis=0).astype(np.uint8)
         target = args.out / f"{path.stem}.png"

@@ -18,6 +18,7 @@ from optiseg.config import TrainingConfig
 from optiseg.data import DatasetCache, load_dataset
 from optiseg.errors import KnobError, UsageError
 from optiseg.exits import (
+    ExitConfidence,
     ExitRow,
     ImageExits,
     best_point,
@@ -34,7 +35,7 @@ from optiseg.models import INPUT, OUTPUT, build_model, forward_exits, run_stages
 from optiseg.network import Network
 from optiseg.profile import count_parameters, profile_stages
 from optiseg.training import train_network
-from optiseg._runners.early_exit import ExitChainRunner, confidence
+from optiseg._runners.early_exit import ExitChainRunner
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"fastscnn": {"a": 0.25, "t": 2, "r": 1, "pp": 1}, "bisenetv2": {"a": 0.25, "t": 2, "r": 1, "ce": 1, "head_mid": 16}}
@@ -144,8 +145,10 @@ def test_forward_backward_and_staged_export_parity(name, exits, size, tmp_path):
     model.eval()
     with torch.no_grad():
         expected = [o[0].numpy() for o in forward_exits(model, image)]
-    actual = ExitChainRunner(tmp_path).run_all(image.numpy())
+    actual, confidences = ExitChainRunner(tmp_path).run_all(image.numpy())
     assert max(float(np.abs(a - e).max()) for a, e in zip(actual, expected)) <= 1e-4
+    for logits, sure in zip(actual, confidences):  # computed in the graphs, as numpy would
+        assert sure == pytest.approx(reference_confidences(logits, chain.pixel_probability), abs=1e-5)
     assert_chain_reuses_features(chain, model, network)
 
 
@@ -204,18 +207,28 @@ def test_policy_arithmetic_on_a_hand_made_case():
     assert exit_index([0.5, 0.9], 0.9) == 1 and exit_index([0.5, 0.9], 0.95) == 2
 
 
+def reference_confidences(logits: np.ndarray, pixel_probability: float) -> dict[str, float]:
+    """The two confidences of one image's logits (C, H, W), in plain numpy."""
+    if logits.shape[0] == 1:
+        p = 1 / (1 + np.exp(-logits[0].astype(np.float64)))
+        largest = np.maximum(p, 1 - p)
+    else:
+        e = np.exp(logits - logits.max(axis=0))
+        largest = (e / e.sum(axis=0)).max(axis=0)
+    return {"max_prob": float(largest.mean()), "pixel_share": float((largest >= pixel_probability).mean())}
+
+
 def test_confidences_of_one_and_several_logits():
-    sure = np.full((1, 4, 4), 10.0)
-    unsure = np.zeros((1, 4, 4))
-    assert confidence(sure) == pytest.approx(1 / (1 + np.exp(-10.0)))
-    assert confidence(unsure) == pytest.approx(0.5) and confidence(-sure) == confidence(sure)
-    half = np.concatenate([np.full((1, 2, 4), 10.0), np.zeros((1, 2, 4))], axis=1)
-    assert confidence(half, "pixel_share", 0.9) == pytest.approx(0.5)
-    three = np.zeros((3, 2, 2))
-    three[1] = np.log(2.0)  # probabilities 1/4, 1/2, 1/4
-    assert confidence(three) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="unknown confidence"):
-        confidence(three, "entropy")
+    head = ExitConfidence(pixel_probability=0.9)
+    sure = torch.full((1, 1, 4, 4), 10.0)
+    assert head(sure)[0].tolist() == pytest.approx([1 / (1 + np.exp(-10.0)), 1.0])
+    assert head(torch.zeros(1, 1, 4, 4))[0].tolist() == pytest.approx([0.5, 0.0])
+    assert head(-sure).tolist() == head(sure).tolist()
+    half = torch.cat([torch.full((1, 1, 2, 4), 10.0), torch.zeros(1, 1, 2, 4)], dim=2)
+    assert head(half)[0, 1].item() == pytest.approx(0.5)
+    three = torch.zeros(1, 3, 2, 2)
+    three[:, 1] = np.log(2.0)  # probabilities 1/4, 1/2, 1/4
+    assert head(three)[0].tolist() == pytest.approx([0.5, 0.0])
 
 
 # ------------------------------------------------------------------ training, measuring, deploying

@@ -91,8 +91,7 @@ def run_exits(args: argparse.Namespace) -> int:
     if args.deploy is not None:
         threshold = report.best.threshold if report.best is not None else max(p.threshold for p in report.curve)
         written = write_exit_deployment(report.chain, report.curve, args.deploy, threshold=threshold,
-                                        confidence=args.confidence, pixel_probability=args.pixel_probability,
-                                        latency=report.latency.as_dict())
+                                        confidence=args.confidence, latency=report.latency.as_dict())
         payload["deployment"] = {"folder": str(args.deploy), "threshold": threshold, "files": [p.name for p in written]}
     if args.json:
         print_json(payload)

@@ -15,12 +15,12 @@ measures such a network:
 >>> chain = export_exit_chain(model, network, "chain/")
 >>> latency = measure_chain(chain, runner)
 >>> per_image = exit_outputs(chain, cache.resized("test", network.resolution), cache.original_masks("test"),
-...                          num_classes=2, in_channels=3)
+...                          num_classes=2, in_channels=3)   # confidences computed by the stage graphs
 >>> curve = operating_curve(per_image, latency.cumulative_ms, [0.8, 0.9, 0.95], class_names=names, binary=True)
 """
 
-from .._runners.early_exit import CONFIDENCES, confidence
-from .chain import ChainStage, ExitChain, chain_segments, export_exit_chain, load_exit_chain
+from .._runners.early_exit import CONFIDENCES
+from .chain import ChainStage, ExitChain, ExitConfidence, chain_segments, cumulative_exit_macs, export_exit_chain, load_exit_chain
 from .collect import exit_outputs
 from .deploy import write_exit_deployment
 from .latency import ChainLatency, chain_latency, measure_chain
@@ -42,6 +42,7 @@ __all__ = [
     "ChainLatency",
     "ChainStage",
     "ExitChain",
+    "ExitConfidence",
     "ExitReport",
     "ExitRow",
     "ImageExits",
@@ -51,7 +52,7 @@ __all__ = [
     "best_point",
     "chain_latency",
     "chain_segments",
-    "confidence",
+    "cumulative_exit_macs",
     "default_thresholds",
     "distinct_points",
     "exit_index",

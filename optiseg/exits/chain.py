@@ -4,8 +4,9 @@ The chain is cut from the model's own stage list (``model.stages()``): stage k
 runs every stage after the previous exit up to and including exit k; the last
 stage runs the rest, up to the final logits. A stage's graph reads the tensors
 its stages read that earlier stages wrote (only stage 1 reads the image) and
-writes its exit's logits first, then every tensor it wrote that a later stage
-reads. A runner keeps the named tensors of one image, so going on after exit k
+writes its exit's logits first, then their confidences (``exit1_confidence``:
+one row of :data:`CONFIDENCES`, computed in the graph so that timing the stage
+times them too), then every tensor it wrote that a later stage reads. A runner keeps the named tensors of one image, so going on after exit k
 starts from what is already computed: nothing is computed twice and nothing is
 copied through a stage that does not use it.
 
@@ -27,10 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._atomic import write_json_atomic
-from .._runners.early_exit import MANIFEST, ExitChainRunner
+from .._runners.early_exit import CONFIDENCES, MANIFEST, ExitChainRunner
 from ..errors import ExportError, UsageError
 from ..export import DEFAULT_OPSET, PARITY_TOLERANCE, export_graph, network_metadata
 from ..models import INPUT, Stage, forward_exits, output_names
@@ -46,8 +48,9 @@ class ChainStage:
     """Stage ``index`` (1-based) of a chain: its file, the tensors it reads and writes, the logits it gives, its MACs.
 
     ``outputs[0]`` is ``exit``, the stage's logits (``exit1``, ... or
-    ``logits`` for the last stage); the other outputs are features a later
-    stage reads. ``after`` names the model stages it runs.
+    ``logits`` for the last stage); an exit's stage then gives ``confidence``,
+    its confidences (1, len(CONFIDENCES)); the other outputs are features a
+    later stage reads. ``after`` names the model stages it runs.
     """
 
     index: int
@@ -55,22 +58,28 @@ class ChainStage:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     exit: str
+    confidence: str | None
     macs: int
     after: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.path.name, "inputs": list(self.inputs), "outputs": list(self.outputs), "exit": self.exit,
-                "macs": self.macs, "runs": list(self.after)}
+                "confidence": self.confidence, "macs": self.macs, "runs": list(self.after)}
 
 
 @dataclass(frozen=True)
 class ExitChain:
-    """The stage graphs of one network with exits, in ``folder``; ``max_abs_diff`` of the chain against PyTorch."""
+    """The stage graphs of one network with exits, in ``folder``; ``max_abs_diff`` of the chain against PyTorch.
+
+    ``pixel_probability`` is the probability at which the ``pixel_share``
+    confidence counts a pixel as sure (a constant of the graphs).
+    """
 
     network: Network
     folder: Path
     stages: tuple[ChainStage, ...]
     max_abs_diff: float
+    pixel_probability: float
 
     @property
     def exits(self) -> tuple[str, ...]:
@@ -93,8 +102,45 @@ class ExitChain:
             "network": self.network.as_dict(),
             "network_key": self.network.key,
             "stages": [stage.as_dict() for stage in self.stages],
+            "confidences": list(CONFIDENCES),
+            "pixel_probability": self.pixel_probability,
             "max_abs_diff": self.max_abs_diff,
         }
+
+
+class ExitConfidence(nn.Module):
+    """The confidences of exit logits (N, C, H, W), in the order of :data:`CONFIDENCES`: (N, 2).
+
+    ``max_prob``: the mean over pixels of the largest class probability (one
+    logit: ``max(p, 1 - p)``, ``p = sigmoid``; several: softmax);
+    ``pixel_share``: the share of pixels whose largest probability is at least ``pixel_probability``.
+    """
+
+    def __init__(self, pixel_probability: float):
+        super().__init__()
+        self.pixel_probability = float(pixel_probability)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] == 1:
+            p = torch.sigmoid(logits[:, 0])
+            largest = torch.maximum(p, 1 - p)
+        else:
+            largest = F.softmax(logits, dim=1).amax(dim=1)
+        sure = (largest >= self.pixel_probability).to(largest.dtype)
+        return torch.stack([largest.mean(dim=(1, 2)), sure.mean(dim=(1, 2))], dim=1)
+
+
+class _ExitStagePart(nn.Module):
+    """A chain stage ending at an exit: the stage part's outputs with the exit's confidences after its logits."""
+
+    def __init__(self, part: StagePart, pixel_probability: float):
+        super().__init__()
+        self.part = part
+        self.confidence = ExitConfidence(pixel_probability)
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, *features = self.part(*tensors)
+        return (logits, self.confidence(logits), *features)
 
 
 @dataclass(frozen=True)
@@ -122,11 +168,23 @@ def chain_segments(stages: Sequence[Stage]) -> list[_Segment]:
     return segments
 
 
+def cumulative_exit_macs(model: nn.Module, network: Network) -> dict[str, int]:
+    """MACs from the image to each output of ``model`` run as a chain (exit heads on the way included), by output name."""
+    stages = model_stages(model)
+    macs = profile_stages(stages, network.input_shape).macs
+    total, result = 0, {}
+    for segment in chain_segments(stages):
+        total += sum(macs[stage.name] for stage in segment.stages)
+        result[segment.outputs[0]] = total
+    return result
+
+
 def export_exit_chain(
     model: nn.Module,
     network: Network,
     folder: str | os.PathLike,
     *,
+    pixel_probability: float = 0.9,
     opset: int = DEFAULT_OPSET,
     tolerance: float = PARITY_TOLERANCE,
 ) -> ExitChain:
@@ -137,14 +195,17 @@ def export_exit_chain(
     agree with PyTorch's (:func:`~optiseg.models.forward_exits`) within
     ``tolerance``, or :class:`~optiseg.errors.ExportError` is raised and the
     stage graphs are removed. Works on untrained weights as well (the graphs'
-    speed does not depend on them).
+    speed does not depend on them). ``pixel_probability`` is where the
+    ``pixel_share`` confidence counts a pixel as sure.
     """
     folder = Path(folder)
     stages = model_stages(model)
     segments = chain_segments(stages)
     macs = profile_stages(stages, network.input_shape).macs
     dummy = torch.randn(*network.input_shape, generator=torch.Generator().manual_seed(0))
-    parts = [StagePart(segment.stages, segment.inputs, segment.outputs, network.resolution) for segment in segments]
+    parts: list[nn.Module] = [StagePart(segment.stages, segment.inputs, segment.outputs, network.resolution) for segment in segments]
+    parts[:-1] = [_ExitStagePart(part, pixel_probability) for part in parts[:-1]]
+    names = [(s.outputs[0], f"{s.outputs[0]}_confidence", *s.outputs[1:]) for s in segments[:-1]] + [segments[-1].outputs]
     was_training = model.training
     model.eval()
     try:
@@ -152,9 +213,9 @@ def export_exit_chain(
             expected = [t.numpy() for t in forward_exits(model, dummy)]
             env = {INPUT: dummy}
             examples = []
-            for part, segment in zip(parts, segments):
+            for part, segment, outputs in zip(parts, segments, names):
                 examples.append({name: env[name] for name in segment.inputs})
-                env.update(zip(segment.outputs, part(*examples[-1].values())))
+                env.update(zip(outputs, part(*examples[-1].values())))
     finally:
         model.train(was_training)
 
@@ -163,29 +224,31 @@ def export_exit_chain(
     written: list[Path] = []
     chain_stages = []
     try:
-        for number, (part, segment, example) in enumerate(zip(parts, segments, examples), start=1):
+        for number, (part, segment, example, outputs) in enumerate(zip(parts, segments, examples, names), start=1):
             path = folder / f"stage{number}.onnx"
             shapes = {name: list(tensor.shape) for name, tensor in example.items()}
             metadata = {
                 **base,
                 "exit_chain_stage": str(number),
                 "exit_chain_length": str(len(segments)),
-                "exit_name": segment.outputs[0],
-                "output_name": ",".join(segment.outputs),
-                "output": f"{segment.outputs[0]}: the logits of this exit (decoded as `output` of stage {len(segments)} says); "
-                          "then the tensors later stages read",
+                "exit_name": outputs[0],
+                "output_name": ",".join(outputs),
+                "output": f"{outputs[0]}: the logits of this exit (decoded as `output` of stage {len(segments)} says); "
+                          + (f"{outputs[1]}: its confidences {list(CONFIDENCES)} (pixels sure at {pixel_probability:g}); "
+                             if number < len(segments) else "") + "then the tensors later stages read",
             }
             if number > 1:
                 metadata.update({"input_name": ",".join(segment.inputs), "input_shape": json.dumps(shapes),
                                  "input_layout": "tensors of earlier stages, float32, by name"})
-            result = export_graph(part, path, example, segment.outputs, metadata,
+            result = export_graph(part, path, example, outputs, metadata,
                                   what=f"stage {number} of the exit chain of {what}", opset=opset, tolerance=tolerance)
             written.append(result.path)
             chain_stages.append(ChainStage(
-                index=number, path=result.path, inputs=segment.inputs, outputs=segment.outputs, exit=segment.outputs[0],
+                index=number, path=result.path, inputs=segment.inputs, outputs=outputs, exit=outputs[0],
+                confidence=outputs[1] if number < len(segments) else None,
                 macs=sum(macs[stage.name] for stage in segment.stages), after=tuple(stage.name for stage in segment.stages),
             ))
-        chain = ExitChain(network=network, folder=folder, stages=tuple(chain_stages), max_abs_diff=0.0)
+        chain = ExitChain(network, folder, tuple(chain_stages), max_abs_diff=0.0, pixel_probability=pixel_probability)
         write_json_atomic(folder / MANIFEST, chain.as_dict())
         max_diff = _chain_parity(folder, dummy.numpy(), expected)
         if not max_diff <= tolerance:
@@ -198,14 +261,14 @@ def export_exit_chain(
         for path in [*written, folder / MANIFEST]:
             path.unlink(missing_ok=True)
         raise
-    chain = ExitChain(network=network, folder=folder, stages=tuple(chain_stages), max_abs_diff=max_diff)
+    chain = ExitChain(network, folder, tuple(chain_stages), max_abs_diff=max_diff, pixel_probability=pixel_probability)
     write_json_atomic(folder / MANIFEST, chain.as_dict())
     return chain
 
 
 def _chain_parity(folder: Path, image: np.ndarray, expected: Sequence[np.ndarray]) -> float:
     """Max abs difference between every output of the chain run by onnxruntime and PyTorch's."""
-    actual = ExitChainRunner(folder).run_all(image)
+    actual, _ = ExitChainRunner(folder).run_all(image)
     return max(float(np.max(np.abs(a - e[0]))) for a, e in zip(actual, expected))
 
 
@@ -221,8 +284,9 @@ def load_exit_chain(folder: str | os.PathLike) -> ExitChain:
         raise UsageError(f"{path} is not an optiseg exit chain (format {FORMAT!r} expected)")
     stages = tuple(
         ChainStage(index=number, path=folder / s["file"], inputs=tuple(s["inputs"]), outputs=tuple(s["outputs"]),
-                   exit=s["exit"], macs=int(s["macs"]), after=tuple(s["runs"]))
+                   exit=s["exit"], confidence=s["confidence"], macs=int(s["macs"]), after=tuple(s["runs"]))
         for number, s in enumerate(manifest["stages"], start=1)
     )
-    return ExitChain(Network.from_dict(manifest["network"]), folder, stages, float(manifest["max_abs_diff"]))
+    return ExitChain(Network.from_dict(manifest["network"]), folder, stages, float(manifest["max_abs_diff"]),
+                     float(manifest["pixel_probability"]))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._runners.early_exit import CONFIDENCES, ExitChainRunner, confidence
+from .._runners.early_exit import CONFIDENCES, ExitChainRunner
 from ..data import OriginalMasks, ResizedSplit
 from ..training.evaluate import logits_confusion, onnx_input
 from .chain import ExitChain
@@ -16,10 +16,9 @@ def exit_outputs(
     *,
     num_classes: int,
     in_channels: int,
-    pixel_probability: float = 0.9,
     threads: int = 0,
 ) -> list[ImageExits]:
-    """Per image: each exit's confidence (every kind; see ``runners/early_exit.py``) and each output's confusion matrix.
+    """Per image: each exit's confidences (every kind, as its stage graph computes them) and each output's confusion matrix.
 
     The chain's stage graphs run in onnxruntime exactly as the device script
     runs them (:class:`ExitChainRunner`), on inputs preprocessed and scored
@@ -31,10 +30,10 @@ def exit_outputs(
     runner = ExitChainRunner(chain.folder, threads)
     result = []
     for index in range(len(images)):
-        outputs = runner.run_all(onnx_input(images[index][0], in_channels))
+        outputs, confidences = runner.run_all(onnx_input(images[index][0], in_channels))
         truth = original_masks[index]
         result.append(ImageExits(
-            confidences={kind: tuple(confidence(logits, kind, pixel_probability) for logits in outputs[:-1]) for kind in CONFIDENCES},
+            confidences={kind: tuple(sure[kind] for sure in confidences) for kind in CONFIDENCES},
             confusions=tuple(logits_confusion(logits, truth, num_classes) for logits in outputs),
         ))
     return result

@@ -24,13 +24,12 @@ def write_exit_deployment(
     *,
     threshold: float,
     confidence: str = "max_prob",
-    pixel_probability: float = 0.9,
     latency: dict | None = None,
 ) -> list[Path]:
     """Write ``stage1.onnx``, ..., ``exits.json`` and ``early_exit.py`` into ``out_dir``; return the paths written.
 
     ``exits.json`` is the chain's manifest plus ``policy``: the confidence
-    kind, ``pixel_probability``, the default ``threshold`` (``early_exit.py
+    kind the policy reads, the default ``threshold`` (``early_exit.py
     --threshold`` overrides it) and ``thresholds``, the operating curve (per
     threshold: share of images at each output, IoU, expected latency and
     MACs) from which to pick another. ``latency`` (e.g.
@@ -54,7 +53,6 @@ def write_exit_deployment(
         **chain.as_dict(),
         "policy": {
             "confidence": confidence,
-            "pixel_probability": pixel_probability,
             "threshold": float(threshold),
             "rule": "leave at the first exit whose confidence >= threshold; the final output always answers",
             "thresholds": [point.as_dict(chain.exits) for point in curve],

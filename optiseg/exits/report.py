@@ -104,13 +104,13 @@ def analyse_exits(
     check_confidence(confidence)
     dataset = cache.dataset
     folder = Path(folder)
-    chain = export_exit_chain(model, network, folder)
+    chain = export_exit_chain(model, network, folder, pixel_probability=pixel_probability)
     latency = measure_chain(chain, runner)
     whole = export_onnx(model, folder / WHOLE, network, class_names=dataset.class_names)
     whole_ms = runner.measure(whole.path).median_ms
     per_image = exit_outputs(chain, cache.resized(split, network.resolution), cache.original_masks(split),
                              num_classes=len(dataset.class_names),
-                             in_channels=network.in_channels, pixel_probability=pixel_probability)
+                             in_channels=network.in_channels)
     scoring = {"class_names": dataset.class_names, "binary": dataset.binary}
     table = exit_table(per_image, chain.exits, latency.cumulative_ms, chain.cumulative_macs, **scoring)
     curve = operating_curve(per_image, latency.cumulative_ms, thresholds or default_thresholds(confidence),
