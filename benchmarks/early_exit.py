@@ -2,15 +2,21 @@
 
     flock /tmp/optiseg-heavy.lock python benchmarks/early_exit.py [--data ../shared/datasets/packages]
         [--epochs 40] [--branch-epochs 10] [--resolution 192] [--knobs a=1] [--exits 2] [--threads 1]
-        [-o WORK_DIR] [--json]
+        [--train-plain] [-o WORK_DIR] [--json]
 
-Trains three networks with the default `training:` settings, exactly as
+Trains two networks with the default `training:` settings, exactly as
 `optiseg train` does (run folders in WORK_DIR, reused when finished):
 
-* ``plain``: Fast-SCNN without exits (``--epochs``);
-* ``joint``: the same with ``--exits`` side exits, every output's loss summed with weight 1 (``--epochs``);
+* ``joint``: Fast-SCNN with ``--exits`` side exits, every output's loss summed with weight 1 (``--epochs``);
 * ``two_stage``: the same network, backbone alone (``--epochs``), then the exit heads with the backbone frozen
   (``--branch-epochs``), as the early-exit study trained its branches.
+
+The network without exits is the two-stage network run whole: its first stage
+is the plain training bit for bit (same seed, same batches; the exit heads,
+built after the backbone, get no gradient) and the second never touches the
+backbone, so its final output is the network trained without exits
+(``tests/test_exits.py`` checks both). ``--train-plain`` trains it apart as well
+and reports both.
 
 For each network with exits: the chain of stage graphs is exported (parity
 checked), each stage is timed on this machine (``--threads`` onnxruntime
@@ -77,6 +83,7 @@ def main() -> int:
     parser.add_argument("--knobs", default="a=1")
     parser.add_argument("--exits", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the timing (default 1)")
+    parser.add_argument("--train-plain", action="store_true", help="also train the network without exits apart")
     parser.add_argument("-o", "--work", type=Path, default=Path("/tmp/optiseg-bench-exits"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -87,30 +94,37 @@ def main() -> int:
     resolution = parse_resolution(args.resolution)
     base = {"epochs": args.epochs}
     plans = {
-        "plain": ({}, base),
-        "joint": ({"exits": args.exits}, {**base, "exits": {"schedule": "joint"}}),
         "two_stage": ({"exits": args.exits}, {**base, "exits": {"schedule": "two_stage", "branch_epochs": args.branch_epochs}}),
+        "joint": ({"exits": args.exits}, {**base, "exits": {"schedule": "joint"}}),
+        **({"plain": ({}, base)} if args.train_plain else {}),
     }
     runs = {}
     for name, (extra, training) in plans.items():
         network = Network.create("fastscnn", {**knobs, **extra}, resolution, num_classes=dataset.num_classes)
-        started = time.perf_counter()
         result = train_network(network, dataset=dataset, training=TrainingConfig.model_validate(training),
                                run_dir=args.work / f"{name}-e{args.epochs}", cache=cache, reporter=EpochPrinter(name))
-        runs[name] = (network, result, time.perf_counter() - started)
+        runs[name] = (network, result)
 
     device = DeviceConfig.model_validate({"kind": "local", "measure": {"threads": args.threads}})
     figures: dict[str, Any] = {"settings": {**vars(args), "data": str(args.data), "work": str(args.work)}, "networks": {}}
     with make_runner(device) as runner:
-        plain_network, plain, _ = runs["plain"]
-        plain_scores = evaluate_onnx(plain.onnx, cache.resized("test", resolution), cache.original_masks("test"),
-                                     class_names=dataset.class_names, binary=dataset.binary, in_channels=3, threads=args.threads)
-        plain_ms = runner.measure(plain.onnx).median_ms
-        figures["plain"] = {"network_key": plain_network.key, "test_iou": plain_scores.primary_iou, "latency_ms": plain_ms,
-                            "train_seconds": plain.metrics["train_seconds"], "epochs_run": plain.metrics["epochs_run"]}
-        for name in ("joint", "two_stage"):
-            network, result, _ = runs[name]
-            figures["networks"][name] = _analyse(name, network, result, cache, runner, args, figures["plain"])
+        reports = {}
+        for name in ("two_stage", "joint"):
+            network, result = runs[name]
+            model = model_from_checkpoint(load_checkpoint(result.checkpoint))
+            reports[name] = analyse_exits(model, network, cache=cache, runner=runner, folder=result.run_dir / "exits")
+        reference = reports["two_stage"].reference
+        figures["plain"] = {"network_key": Network.create("fastscnn", knobs, resolution, num_classes=dataset.num_classes).key,
+                            "source": "the two_stage network run whole: its backbone is the plain training",
+                            "test_iou": reference.iou, "latency_ms": reference.latency_ms}
+        for name, report in reports.items():
+            figures["networks"][name] = _figures(report, runs[name][1], cache, figures["plain"], args.threads)
+        if "plain" in runs:
+            _, plain = runs["plain"]
+            scores = evaluate_onnx(plain.onnx, cache.resized("test", resolution), cache.original_masks("test"),
+                                   class_names=dataset.class_names, binary=dataset.binary, in_channels=3, threads=args.threads)
+            figures["plain_trained_apart"] = {"test_iou": scores.primary_iou, "latency_ms": runner.measure(plain.onnx).median_ms,
+                                              "train_seconds": plain.metrics["train_seconds"]}
     if args.json:
         print(json.dumps(figures, default=str))
     else:
@@ -118,11 +132,10 @@ def main() -> int:
     return 0
 
 
-def _analyse(name, network, result, cache, runner, args, plain: dict[str, Any]) -> dict[str, Any]:
-    """The exit report of one trained network, its best points against both references, and the timed policy."""
+def _figures(report, result, cache, plain: dict[str, Any], threads: int) -> dict[str, Any]:
+    """One network's exit report, its best points against both references, the val-chosen threshold, the timed policy."""
     dataset = cache.dataset
-    model = model_from_checkpoint(load_checkpoint(result.checkpoint))
-    report = analyse_exits(model, network, cache=cache, runner=runner, folder=result.run_dir / "exits")
+    network = report.network
     scoring = {"class_names": dataset.class_names, "binary": dataset.binary}
     val = exit_outputs(report.chain, cache.resized("val", network.resolution), cache.original_masks("val"),
                        num_classes=len(dataset.class_names), in_channels=network.in_channels)
@@ -131,7 +144,7 @@ def _analyse(name, network, result, cache, runner, args, plain: dict[str, Any]) 
     chosen_on_val = best_point(val_curve, val_final, 0.01) if val_final is not None else None
     test_at_val_choice = next((p for p in report.curve if chosen_on_val and p.threshold == chosen_on_val.threshold), None)
     versus_plain = best_point(report.curve, plain["test_iou"], 0.01)
-    timed = _time_policy(report, cache, report.best or versus_plain, args.threads)
+    timed = _time_policy(report, cache, report.best or versus_plain, threads)
     return {
         "network_key": network.key,
         "train_seconds": result.metrics["train_seconds"],
@@ -174,8 +187,10 @@ def _print(f: dict[str, Any]) -> None:
     s = f["settings"]
     print(f"fastscnn {s['knobs']} at {s['resolution']}, {s['exits']} exits, {s['epochs']} epochs (+{s['branch_epochs']} branch "
           f"epochs for two_stage); latency on this machine, {s['threads']} onnxruntime thread(s)")
-    print(f"no exits ({plain['network_key']}): test IoU {plain['test_iou']:.4f}, {plain['latency_ms']:.3f} ms, "
-          f"trained in {plain['train_seconds']:.0f} s")
+    print(f"no exits ({plain['network_key']}, {plain['source']}): test IoU {plain['test_iou']:.4f}, {plain['latency_ms']:.3f} ms")
+    apart = f.get("plain_trained_apart")
+    if apart:
+        print(f"  trained apart: test IoU {apart['test_iou']:.4f}, {apart['latency_ms']:.3f} ms, trained in {apart['train_seconds']:.0f} s")
     for name, n in f["networks"].items():
         r = n["report"]
         print(f"\n== {name} ({n['network_key']}, trained in {n['train_seconds']:.0f} s, {n['epochs_run']} epochs) ==")
