@@ -270,8 +270,16 @@ def test_two_stage_trains_the_heads_on_a_frozen_backbone(binary, tmp_path):
                 self.backbone = load_checkpoint(tmp_path / "best.pt")["state_dict"]
 
     keep = KeepBackbone()
-    result = train_network(network, dataset=binary, training=training, run_dir=tmp_path, cache=DatasetCache(binary),
+    cache = DatasetCache(binary)
+    result = train_network(network, dataset=binary, training=training, run_dir=tmp_path, cache=cache,
                            reporter=keep, export_onnx=False)
+    # The first stage is the training of the network without exits, bit for bit.
+    plain = train_network(Network.create("fastscnn", SMALL["fastscnn"], (64, 64), num_classes=1), dataset=binary,
+                          training=TrainingConfig.model_validate({"epochs": 2, "batch_size": 4}), run_dir=tmp_path / "plain",
+                          cache=cache, export_onnx=False)
+    plain_weights = load_checkpoint(plain.checkpoint)["state_dict"]
+    assert all(torch.equal(plain_weights[k], keep.backbone[k]) for k in plain_weights)
+    assert [h["train_loss"] for h in plain.history] == [h["train_loss"] for h in result.history[:2]]
     assert [h["phase"] for h in result.history] == ["backbone", "backbone", "branches", "branches"]
     assert result.metrics["epochs"] == 4 and result.metrics["best_epoch"] in (3, 4)
     final = load_checkpoint(tmp_path / "best.pt")["state_dict"]
