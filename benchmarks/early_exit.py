@@ -49,7 +49,7 @@ from optiseg.cli._common import parse_knobs
 from optiseg.config import DataConfig, DeviceConfig, TrainingConfig
 from optiseg.data import DatasetCache, load_dataset
 from optiseg.devices import make_runner
-from optiseg.exits import analyse_exits, best_point, distinct_points, exit_outputs, exit_table, operating_curve
+from optiseg.exits import analyse_exits, best_point, efficient_points, exit_outputs, exit_table, operating_curve, sweep_thresholds
 from optiseg.models import parse_resolution
 from optiseg.network import Network
 from optiseg.training import evaluate_onnx, train_network
@@ -139,10 +139,12 @@ def _figures(report, result, cache, plain: dict[str, Any], threads: int) -> dict
     scoring = {"class_names": dataset.class_names, "binary": dataset.binary}
     val = exit_outputs(report.chain, cache.resized("val", network.resolution), cache.original_masks("val"),
                        num_classes=len(dataset.class_names), in_channels=network.in_channels)
-    val_curve = operating_curve(val, report.latency.cumulative_ms, [p.threshold for p in report.curve], **scoring)
+    val_curve = operating_curve(val, report.latency.cumulative_ms, sweep_thresholds(val), **scoring)
     val_final = exit_table(val, report.chain.exits, report.latency.cumulative_ms, report.chain.cumulative_macs, **scoring)[-1].iou
     chosen_on_val = best_point(val_curve, val_final, 0.01) if val_final is not None else None
-    test_at_val_choice = next((p for p in report.curve if chosen_on_val and p.threshold == chosen_on_val.threshold), None)
+    test_at_val_choice = None if chosen_on_val is None else operating_curve(
+        report.per_image, report.latency.cumulative_ms, [chosen_on_val.threshold], cumulative_macs=report.chain.cumulative_macs,
+        **scoring)[0]
     versus_plain = best_point(report.curve, plain["test_iou"], 0.01)
     timed = _time_policy(report, cache, report.best or versus_plain, threads)
     return {
@@ -150,7 +152,7 @@ def _figures(report, result, cache, plain: dict[str, Any], threads: int) -> dict
         "train_seconds": result.metrics["train_seconds"],
         "epochs_run": result.metrics["epochs_run"],
         "report": report.as_dict(),
-        "distinct_curve": [p.as_dict(report.chain.exits) for p in distinct_points(report.curve)],
+        "efficient_curve": [p.as_dict(report.chain.exits) for p in efficient_points(report.curve)],
         "best_vs_own_final": None if report.best is None else {**report.best.as_dict(report.chain.exits), "saving": report.saving},
         "best_vs_plain": None if versus_plain is None else {
             **versus_plain.as_dict(report.chain.exits), "saving": 1 - versus_plain.expected_ms / plain["latency_ms"]},
@@ -178,8 +180,12 @@ def _time_policy(report, cache, point, threads: int) -> dict[str, Any] | None:
             runner.run_policy(tensor, point.threshold, report.confidence)
             times.append((time.perf_counter() - started) * 1000)
         per_image.append(statistics.median(times))
-    return {"threshold": point.threshold, "expected_ms": point.expected_ms, "measured_mean_ms": statistics.fmean(per_image),
+    return {"threshold": point.as_dict()["threshold"], "expected_ms": point.expected_ms, "measured_mean_ms": statistics.fmean(per_image),
             "passes": POLICY_PASSES, "images": len(tensors)}
+
+
+def _threshold(value: float | None) -> str:
+    return "never" if value is None else f"{value:.6g}"
 
 
 def _print(f: dict[str, Any]) -> None:
@@ -200,9 +206,10 @@ def _print(f: dict[str, Any]) -> None:
         ref = r["reference"]
         print(f"{'whole':<12} {ref['iou']:.4f}  {ref['macs'] / 1e6:8.2f} M  {ref['latency_ms']:8.3f}   (no exit heads)")
         print(f"chain parity {r['chain']['max_abs_diff']:.1e}; stage ms {', '.join(f'{m:.3f}' for m in r['latency']['stage_ms'])}")
+        print(f"operating curve: the {len(n['efficient_curve'])} points no other beats, of {len(r['curve'])} thresholds")
         print("threshold  " + "  ".join(f"{e['name']:>7}" for e in r["exits"]) + "     IoU  expected ms")
-        for p in n["distinct_curve"]:
-            print(f"{p['threshold']:9.2f}  " + "  ".join(f"{v:7.0%}" for v in p["shares"].values())
+        for p in n["efficient_curve"]:
+            print(f"{_threshold(p['threshold']):>9}  " + "  ".join(f"{v:7.0%}" for v in p["shares"].values())
                   + f"  {p['iou']:.4f}  {p['expected_ms']:10.3f}")
         print(f"{'no exits':>9}  " + " " * (9 * len(r["exits"])) + f"{plain['test_iou']:.4f}  {plain['latency_ms']:10.3f}")
         for label, key, reference in (("own final output", "best_vs_own_final", ref), ("network without exits", "best_vs_plain", None)):
@@ -211,16 +218,16 @@ def _print(f: dict[str, Any]) -> None:
                 print(f"best vs {label}: no threshold within 1 point of IoU")
                 continue
             against = ref["latency_ms"] if reference else plain["latency_ms"]
-            print(f"best vs {label} (<= 1 point IoU lost): threshold {b['threshold']:g}, IoU {b['iou']:.4f}, "
+            print(f"best vs {label} (<= 1 point IoU lost): threshold {_threshold(b['threshold'])}, IoU {b['iou']:.4f}, "
                   f"{b['expected_ms']:.3f} ms vs {against:.3f} ms: {b['saving']:.1%} saved; shares "
                   + ", ".join(f"{k} {v:.0%}" for k, v in b["shares"].items()))
         v = n["chosen_on_val"]
         if v is not None:
-            print(f"threshold chosen on val ({v['threshold']:g}, val IoU {v['val_iou']:.4f}): test IoU {v['iou']:.4f}, "
+            print(f"threshold chosen on val ({_threshold(v['threshold'])}, val IoU {v['val_iou']:.4f}): test IoU {v['iou']:.4f}, "
                   f"{v['expected_ms']:.3f} ms, {v['saving_vs_own_final']:.1%} saved vs own final")
         t = n["timed_policy"]
         if t is not None:
-            print(f"deployed policy at {t['threshold']:g}: measured {t['measured_mean_ms']:.3f} ms per image "
+            print(f"deployed policy at {_threshold(t['threshold'])}: measured {t['measured_mean_ms']:.3f} ms per image "
                   f"(median of {t['passes']} passes, mean over {t['images']} images) vs expected {t['expected_ms']:.3f} ms")
 
 

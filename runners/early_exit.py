@@ -4,11 +4,13 @@
     python3 early_exit.py DEPLOY_DIR image.jpg [more images ...] [--threshold 0.9] [-o OUT_DIR] [--threads 4]
 
 DEPLOY_DIR holds the chain of stage graphs (``stage1.onnx``, ``stage2.onnx``,
-...) and ``exits.json``, which says what each stage reads and writes, which
-confidence the policy reads and which threshold to use by default. Stage k
-computes exit k's logits, their confidences and the features the next stages
-need; the script runs stage 1, and stops at the first exit whose confidence
-reaches the threshold, otherwise runs the next stage on the features already
+...), each exit's upsampling (``exit1.onnx``, ...) and ``exits.json``, which
+says what each graph reads and writes, which confidence the policy reads and
+which threshold to use by default. Stage k computes exit k's logits (at the
+resolution of the feature it reads), their confidences and the features the
+next stages need; the script runs stage 1, and stops at the first exit whose
+confidence reaches the threshold (then ``exitK.onnx`` resizes its logits to
+the input size), otherwise runs the next stage on the features already
 computed, up to the final output, which always answers.
 
 The confidences are computed inside each exit's stage graph (so timing a
@@ -55,8 +57,12 @@ class ExitChainRunner:
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
         self.stages = self.manifest["stages"]
-        self.sessions = [ort.InferenceSession(str(folder / s["file"]), options, providers=["CPUExecutionProvider"])
-                         for s in self.stages]
+
+        def session(name):
+            return ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+
+        self.sessions = [session(s["file"]) for s in self.stages]
+        self.upsamples = [session(s["upsample"]) if s["upsample"] else None for s in self.stages]
         self.metadata = self.sessions[0].get_modelmeta().custom_metadata_map
 
     @property
@@ -64,11 +70,18 @@ class ExitChainRunner:
         """Each stage's logits: ``exit1``, ..., then ``logits`` (the final output)."""
         return [s["exit"] for s in self.stages]
 
-    def _run_stage(self, index: int, env: dict) -> np.ndarray:
+    def _run_stage(self, index: int, env: dict) -> None:
         stage, session = self.stages[index], self.sessions[index]
         results = session.run(stage["outputs"], {name: env[name] for name in stage["inputs"]})
         env.update(zip(stage["outputs"], results))
-        return env[stage["exit"]]
+
+    def _logits(self, index: int, env: dict) -> np.ndarray:
+        """The logits of stage ``index``'s output at the input size, (C, H, W)."""
+        stage, upsample = self.stages[index], self.upsamples[index]
+        logits = env[stage["outputs"][0]]
+        if upsample is not None:
+            logits = upsample.run([stage["exit"]], {stage["outputs"][0]: logits})[0]
+        return logits[0]
 
     def _confidences(self, index: int, env: dict) -> dict[str, float]:
         values = env[self.stages[index]["confidence"]][0]
@@ -77,7 +90,10 @@ class ExitChainRunner:
     def run_all(self, tensor: np.ndarray) -> tuple[list[np.ndarray], list[dict[str, float]]]:
         """Every stage on one preprocessed image (1, C, H, W): each output's logits (C, H, W), and each exit's confidences by kind."""
         env = {self.stages[0]["inputs"][0]: np.asarray(tensor, dtype=np.float32)}
-        logits = [self._run_stage(index, env)[0] for index in range(len(self.stages))]
+        logits = []
+        for index in range(len(self.stages)):
+            self._run_stage(index, env)
+            logits.append(self._logits(index, env))
         return logits, [self._confidences(index, env) for index in range(len(self.stages) - 1)]
 
     def run_policy(self, tensor: np.ndarray, threshold: float, kind: str = "max_prob") -> tuple[int, np.ndarray, float | None]:
@@ -88,12 +104,12 @@ class ExitChainRunner:
         env = {self.stages[0]["inputs"][0]: np.asarray(tensor, dtype=np.float32)}
         last = len(self.stages) - 1
         for index in range(last + 1):
-            logits = self._run_stage(index, env)[0]
+            self._run_stage(index, env)
             if index == last:
-                return index, logits, None
+                return index, self._logits(index, env), None
             sure = float(env[self.stages[index]["confidence"]][0][position])
             if sure >= threshold:
-                return index, logits, sure
+                return index, self._logits(index, env), sure
         raise AssertionError("unreachable")
 
     def preprocess(self, image) -> np.ndarray:
@@ -129,7 +145,8 @@ def main() -> int:
         print(json.dumps({"ok": False, "error": f"{args.folder} is not an early-exit deployment: {exc}"}))
         return 2
     policy = chain.manifest["policy"]
-    threshold = policy["threshold"] if args.threshold is None else args.threshold
+    threshold = args.threshold if args.threshold is not None else policy["threshold"]
+    threshold = float("inf") if threshold is None else threshold  # null: never leave early
     names = chain.exit_names
     args.out.mkdir(parents=True, exist_ok=True)
     results, counts = [], [0] * len(names)
@@ -150,7 +167,7 @@ def main() -> int:
         results.append({"image": str(path), "mask": str(target), "exit": names[index],
                         "confidence": None if sure is None else round(sure, 6), "ms": round(elapsed_ms, 3)})
     print(json.dumps({
-        "ok": True, "threshold": threshold, "confidence": policy["confidence"], "images": results,
+        "ok": True, "threshold": None if threshold == float("inf") else threshold, "confidence": policy["confidence"], "images": results,
         "share": {name: count / len(results) for name, count in zip(names, counts)},
         "mean_ms": round(sum(r["ms"] for r in results) / len(results), 3),
     }))

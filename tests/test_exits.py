@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +24,14 @@ from optiseg.exits import (
     ImageExits,
     best_point,
     chain_latency,
+    efficient_points,
     exit_index,
     exit_outputs,
     exit_table,
     export_exit_chain,
     load_exit_chain,
     operating_curve,
+    sweep_thresholds,
     write_exit_deployment,
 )
 from optiseg.models import INPUT, OUTPUT, build_model, forward_exits, run_stages
@@ -161,9 +164,12 @@ def assert_chain_reuses_features(chain, model, network):
         outputs = [o.name for o in graph.graph.output]
         assert ("input" in inputs) == (stage.index == 1), f"stage {stage.index} reads the image"
         assert set(inputs) <= available and not set(inputs) & set(outputs)
-        assert outputs[0] == stage.exit
+        assert outputs[0] == stage.logits and (stage.confidence is None) == (stage.upsample is None) == (stage.exit == "logits")
         available |= set(outputs)
-    runs = [model_stage for stage in chain.stages for model_stage in stage.after]
+        if stage.upsample is not None:
+            upsample = onnx.load(str(stage.upsample)).graph
+            assert [i.name for i in upsample.input] == [stage.logits] and [o.name for o in upsample.output] == [stage.exit]
+    runs = [model_stage for stage in chain.stages for model_stage in stage.after] + list(chain.exits[:-1])
     assert sorted(runs) == sorted(s.name for s in model.stages())
     assert chain.cumulative_macs[-1] == sum(profile_stages(model.stages(), network.input_shape).macs.values())
 
@@ -205,6 +211,13 @@ def test_policy_arithmetic_on_a_hand_made_case():
     assert best_point(curve, reference_iou=1.0, max_iou_loss=0.4) is curve[1]
     assert best_point(curve[:2], reference_iou=1.0, max_iou_loss=0.01) is None
     assert exit_index([0.5, 0.9], 0.9) == 1 and exit_index([0.5, 0.9], 0.95) == 2
+    assert efficient_points(curve) == curve[:3]
+
+    sweep = sweep_thresholds(images)
+    assert sweep[:-1] == pytest.approx((0.6, 0.65, 0.75, 0.86, 0.935, 0.97)) and sweep[-1] == math.inf
+    full = operating_curve(images, cumulative, sweep, **scoring)
+    assert full[0].shares == (1.0, 0.0, 0.0) and full[-1].shares == (0.0, 0.0, 1.0) and full[-1].as_dict()["threshold"] is None
+    assert len({p.shares for p in full}) == len(full)  # every swept threshold changes a decision
 
 
 def reference_confidences(logits: np.ndarray, pixel_probability: float) -> dict[str, float]:
@@ -304,7 +317,8 @@ def test_policy_over_a_split_matches_the_device_script_and_deploys(trained, bina
     cache = DatasetCache(binary)
     images, masks = cache.resized("test", (64, 64)), cache.original_masks("test")
     per_image = exit_outputs(chain, images, masks, num_classes=2, in_channels=3)
-    latency = chain_latency([1.0, 2.0, 3.0])
+    latency = chain_latency([1.0, 2.0, 3.0], [0.5, 0.5])
+    assert latency.cumulative_ms == (1.5, 3.5, 6.0)
     thresholds = sorted({c for image in per_image for c in image.confidences["max_prob"]})
     curve = operating_curve(per_image, latency.cumulative_ms, thresholds, class_names=binary.class_names, binary=True)
     runner = ExitChainRunner(tmp_path / "chain")
@@ -324,7 +338,8 @@ def test_policy_over_a_split_matches_the_device_script_and_deploys(trained, bina
 
     deploy = tmp_path / "deploy"
     written = write_exit_deployment(chain, curve, deploy, threshold=thresholds[len(thresholds) // 2])
-    assert {p.name for p in written} == {"stage1.onnx", "stage2.onnx", "stage3.onnx", "exits.json", "early_exit.py"}
+    assert {p.name for p in written} == {"stage1.onnx", "stage2.onnx", "stage3.onnx", "exit1.onnx", "exit2.onnx", "exits.json",
+                                         "early_exit.py"}
     assert "import optiseg" not in (deploy / "early_exit.py").read_text() and "from optiseg" not in (deploy / "early_exit.py").read_text()
     pictures = sorted((binary.root / "test" / "images").iterdir())[:3]
     done = subprocess.run([sys.executable, str(deploy / "early_exit.py"), str(deploy), *map(str, pictures), "-o", str(tmp_path / "masks")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="max_prob (mean largest class probability, default) or pixel_share (share of pixels >= --pixel-probability)")
     exits.add_argument("--pixel-probability", type=float, default=0.9, help="pixel_share: a pixel is sure at this probability (default 0.9)")
     exits.add_argument("--thresholds", default=None,
-                       help="thresholds to sweep: comma-separated or START:STOP:STEP (default 0.5:1:0.01 for max_prob, 0:1:0.02 for pixel_share)")
+                       help="thresholds to sweep: comma-separated or START:STOP:STEP (default: every threshold at which an image's exit changes)")
     exits.add_argument("--max-iou-loss", type=float, default=0.01, help="IoU the best point may lose against the whole network (default 0.01)")
     exits.add_argument("--split", choices=("test", "val"), default="test", help="images the policy runs on (default test)")
     exits.add_argument("-o", "--output", type=Path, default=None, help="folder of the stage graphs (default RUN/exits)")
@@ -89,22 +90,23 @@ def run_exits(args: argparse.Namespace) -> int:
             )
     payload = report.as_dict()
     if args.deploy is not None:
-        threshold = report.best.threshold if report.best is not None else max(p.threshold for p in report.curve)
+        threshold = report.best.threshold if report.best is not None else math.inf
         written = write_exit_deployment(report.chain, report.curve, args.deploy, threshold=threshold,
                                         confidence=args.confidence, latency=report.latency.as_dict())
-        payload["deployment"] = {"folder": str(args.deploy), "threshold": threshold, "files": [p.name for p in written]}
+        payload["deployment"] = {"folder": str(args.deploy), "threshold": None if math.isinf(threshold) else threshold,
+                                 "files": [p.name for p in written]}
     if args.json:
         print_json(payload)
         return 0
     print_report(report, job.label)
     if args.deploy is not None:
-        print(f"deployment written to {args.deploy} (threshold {payload['deployment']['threshold']:g}): "
+        print(f"deployment written to {args.deploy} (threshold {threshold_text(threshold)}): "
               f"{', '.join(payload['deployment']['files'])}")
     return 0
 
 
 def parse_thresholds(text: str | None) -> list[float] | None:
-    """``0.8,0.9`` or ``0.5:1:0.05`` (both ends included) -> the thresholds; None -> the default sweep."""
+    """``0.8,0.9`` or ``0.5:1:0.05`` (both ends included) -> the thresholds; None -> every threshold where a decision changes."""
     from ..errors import UsageError
 
     if text is None:
@@ -170,9 +172,18 @@ def job_from_run(run: Path, data: Path, device: Path | None, output: Path | None
                     device=device_config, folder=output or run / "exits", label=network.describe())
 
 
+def threshold_text(threshold: float) -> str:
+    """A threshold as printed: ``never`` for the policy that never leaves early (``inf``)."""
+    return "never" if math.isinf(threshold) else f"{threshold:.6g}"
+
+
+def saving_text(saving: float) -> str:
+    return f"{saving:.1%} saved" if saving >= 0 else f"{-saving:.1%} slower"
+
+
 def print_report(report, label: str) -> None:
-    """The per-exit table, the operating curve (distinct points) and the best point, as rich tables."""
-    from ..exits import distinct_points
+    """The per-exit table, the operating curve (its efficient points) and the best point, as rich tables."""
+    from ..exits import efficient_points
 
     def iou(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
@@ -185,22 +196,22 @@ def print_report(report, label: str) -> None:
     print_table("each output, every image leaving there", ("output", "IoU", "MACs up to it", "ms up to it"), rows,
                 justify_right=range(1, 4))
     names = report.chain.exits
-    points = distinct_points(report.curve)
+    points = efficient_points(report.curve)
     curve_rows = [
-        (f"{p.threshold:g}", *(f"{s:.0%}" for s in p.shares), iou(p.iou), f"{p.expected_ms:.3f}", human_count(p.expected_macs),
-         "best" if p is report.best else "")
+        (threshold_text(p.threshold), *(f"{s:.0%}" for s in p.shares), iou(p.iou), f"{p.expected_ms:.3f}",
+         human_count(p.expected_macs), "best" if p is report.best else "")
         for p in points
     ]
     print_table(
         f"operating curve, confidence {report.confidence}"
         + (f" (pixels >= {report.pixel_probability:g})" if report.confidence == "pixel_share" else "")
-        + f": {len(points)} distinct of {len(report.curve)} thresholds",
+        + f": the {len(points)} points no other beats, of {len(report.curve)} thresholds (--json: all)",
         ("threshold", *(f"at {n}" for n in names), "IoU", "expected ms", "expected MACs", ""),
         curve_rows, justify_right=range(0, len(names) + 4),
     )
     if report.best is None:
         print(f"no threshold keeps the IoU within {report.max_iou_loss:g} of the whole network's {iou(report.reference.iou)}")
     else:
-        print(f"best at <= {report.max_iou_loss:g} IoU lost: threshold {report.best.threshold:g}, IoU {iou(report.best.iou)} "
-              f"(whole network {iou(report.reference.iou)}), expected {report.best.expected_ms:.3f} ms against "
-              f"{report.reference.latency_ms:.3f} ms: {report.saving:.1%} saved")
+        print(f"best at <= {report.max_iou_loss:g} IoU lost: threshold {threshold_text(report.best.threshold)}, "
+              f"IoU {iou(report.best.iou)} (whole network {iou(report.reference.iou)}), expected {report.best.expected_ms:.3f} ms "
+              f"against {report.reference.latency_ms:.3f} ms for the whole network: {saving_text(report.saving)}")

@@ -154,7 +154,7 @@ def run_summary(args: argparse.Namespace) -> int:
         "activation_mb": round(profile.activation_mb, 3),
         "onnx_mb": round(exported.size_mb, 4),
     }
-    exits = [s for s in model.stages() if s.is_exit]
+    exits = [s for s in model.stages() if s.exit is not None]
     if exits:
         from ..exits import cumulative_exit_macs
 

@@ -6,7 +6,7 @@ and training with exits in ``optiseg.training``. This package deploys and
 measures such a network:
 
 * :func:`export_exit_chain` -- stage k of the chain gives exit k's logits and what later stages need (parity-checked);
-* :func:`measure_chain` -- each stage graph timed on a device, cumulative to each exit;
+* :func:`measure_chain` -- each stage graph (and exit upsampling) timed on a device, cumulative to each exit;
 * :func:`exit_outputs` -- every output's confidence and confusion on every image of a split (onnxruntime);
 * :func:`operating_curve`, :func:`exit_table`, :func:`best_point` -- the policy's arithmetic (pure);
 * :func:`write_exit_deployment` -- the stage graphs, the threshold table and ``early_exit.py`` for the device;
@@ -20,7 +20,16 @@ measures such a network:
 """
 
 from .._runners.early_exit import CONFIDENCES
-from .chain import ChainStage, ExitChain, ExitConfidence, chain_segments, cumulative_exit_macs, export_exit_chain, load_exit_chain
+from .chain import (
+    ChainSegment,
+    ChainStage,
+    ExitChain,
+    ExitConfidence,
+    chain_segments,
+    cumulative_exit_macs,
+    export_exit_chain,
+    load_exit_chain,
+)
 from .collect import exit_outputs
 from .deploy import write_exit_deployment
 from .latency import ChainLatency, chain_latency, measure_chain
@@ -29,17 +38,18 @@ from .policy import (
     ImageExits,
     OperatingPoint,
     best_point,
-    default_thresholds,
-    distinct_points,
+    efficient_points,
     exit_index,
     exit_table,
     operating_curve,
+    sweep_thresholds,
 )
 from .report import ExitReport, Reference, analyse_exits
 
 __all__ = [
     "CONFIDENCES",
     "ChainLatency",
+    "ChainSegment",
     "ChainStage",
     "ExitChain",
     "ExitConfidence",
@@ -53,8 +63,7 @@ __all__ = [
     "chain_latency",
     "chain_segments",
     "cumulative_exit_macs",
-    "default_thresholds",
-    "distinct_points",
+    "efficient_points",
     "exit_index",
     "exit_outputs",
     "exit_table",
@@ -62,5 +71,6 @@ __all__ = [
     "load_exit_chain",
     "measure_chain",
     "operating_curve",
+    "sweep_thresholds",
     "write_exit_deployment",
 ]

@@ -1,12 +1,17 @@
 """A network with side exits as a chain of stage graphs: stage k gives exit k's logits and what later stages need.
 
 The chain is cut from the model's own stage list (``model.stages()``): stage k
-runs every stage after the previous exit up to and including exit k; the last
-stage runs the rest, up to the final logits. A stage's graph reads the tensors
-its stages read that earlier stages wrote (only stage 1 reads the image) and
-writes its exit's logits first, then their confidences (``exit1_confidence``:
-one row of :data:`CONFIDENCES`, computed in the graph so that timing the stage
-times them too), then every tensor it wrote that a later stage reads. A runner keeps the named tensors of one image, so going on after exit k
+runs every stage after the previous exit up to and including exit k's head;
+the last stage runs the rest, up to the final logits. A stage's graph reads
+the tensors its stages read that earlier stages wrote (only stage 1 reads the
+image) and writes its exit's logits first (at the resolution of the feature
+the head reads: ``exit1_lowres``), then their confidences
+(``exit1_confidence``: one row of :data:`CONFIDENCES`, computed in the graph so
+that timing the stage times them too), then every tensor it wrote that a later
+stage reads. The exit's upsampling to the input size (the exit's last model
+stage) is a graph of its own, ``exit1.onnx``, run only for an image that
+leaves there: resizing to the input size costs as much as a few convolutions,
+and an image that goes on never needs it. A runner keeps the named tensors of one image, so going on after exit k
 starts from what is already computed: nothing is computed twice and nothing is
 copied through a stage that does not use it.
 
@@ -35,22 +40,27 @@ from .._atomic import write_json_atomic
 from .._runners.early_exit import CONFIDENCES, MANIFEST, ExitChainRunner
 from ..errors import ExportError, UsageError
 from ..export import DEFAULT_OPSET, PARITY_TOLERANCE, export_graph, network_metadata
-from ..models import INPUT, Stage, forward_exits, output_names
+from ..models import INPUT, OUTPUT, Stage, exit_names, forward_exits
 from ..network import Network
 from ..profile import profile_stages
 from ..split import StagePart, model_stages
 
-FORMAT = "optiseg-exit-chain-1"
+FORMAT = "optiseg-exit-chain-2"
 
 
 @dataclass(frozen=True)
 class ChainStage:
-    """Stage ``index`` (1-based) of a chain: its file, the tensors it reads and writes, the logits it gives, its MACs.
+    """Stage ``index`` (1-based) of a chain: its file, the tensors it reads and writes, its output, its MACs.
 
-    ``outputs[0]`` is ``exit``, the stage's logits (``exit1``, ... or
-    ``logits`` for the last stage); an exit's stage then gives ``confidence``,
-    its confidences (1, len(CONFIDENCES)); the other outputs are features a
-    later stage reads. ``after`` names the model stages it runs.
+    ``exit`` names the output it gives (``exit1``, ... or ``logits`` for the
+    last stage). ``outputs[0]`` is ``logits``, the name of that output's logits
+    in the graph: an exit's at the resolution of the feature it reads
+    (``exit1_lowres``), then ``confidence`` (``exit1_confidence``, one row of
+    :data:`CONFIDENCES`); the final output's at the input size. The other
+    outputs are features a later stage reads. ``upsample`` is the exit's own
+    small graph that resizes its logits to the input size, run only for an
+    image that leaves there (None for the last stage). ``after`` names the
+    model stages the stage graph runs.
     """
 
     index: int
@@ -59,12 +69,18 @@ class ChainStage:
     outputs: tuple[str, ...]
     exit: str
     confidence: str | None
+    upsample: Path | None
     macs: int
     after: tuple[str, ...]
 
+    @property
+    def logits(self) -> str:
+        return self.outputs[0]
+
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.path.name, "inputs": list(self.inputs), "outputs": list(self.outputs), "exit": self.exit,
-                "confidence": self.confidence, "macs": self.macs, "runs": list(self.after)}
+                "confidence": self.confidence, "upsample": self.upsample.name if self.upsample else None,
+                "macs": self.macs, "runs": list(self.after)}
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,7 @@ class ExitChain:
 
     @property
     def exits(self) -> tuple[str, ...]:
-        """Each stage's logits in order: the exits, then ``logits``."""
+        """Each stage's output in order: the exits, then ``logits``."""
         return tuple(stage.exit for stage in self.stages)
 
     @property
@@ -131,7 +147,7 @@ class ExitConfidence(nn.Module):
 
 
 class _ExitStagePart(nn.Module):
-    """A chain stage ending at an exit: the stage part's outputs with the exit's confidences after its logits."""
+    """A chain stage ending at an exit's head: the stage part's outputs with the confidences after the exit's logits."""
 
     def __init__(self, part: StagePart, pixel_probability: float):
         super().__init__()
@@ -144,27 +160,41 @@ class _ExitStagePart(nn.Module):
 
 
 @dataclass(frozen=True)
-class _Segment:
+class ChainSegment:
+    """The model stages of one chain stage, the tensors it reads and writes (its logits first), the output it gives.
+
+    ``upsample`` is the exit's last model stage (the resize of its logits to the
+    input size), exported apart; None for the final output, whose stage graph
+    ends with the network's own upsampling.
+    """
+
     stages: tuple[Stage, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    exit: str
+    upsample: Stage | None
 
 
-def chain_segments(stages: Sequence[Stage]) -> list[_Segment]:
-    """The model stages of each chain stage, and the named tensors it reads and writes (see the module docstring)."""
-    ends = [index for index, stage in enumerate(stages) if stage.is_exit] + [len(stages) - 1]
-    if len(ends) == 1:
+def chain_segments(stages: Sequence[Stage]) -> list[ChainSegment]:
+    """Cut a stage list with exits into chain stages (see the module docstring)."""
+    names = exit_names(stages)
+    if not names:
         raise UsageError("the network has no exits (knob exits = 0): there is no chain to cut")
-    names = output_names(stages)
     segments, start = [], 0
-    for number, end in enumerate(ends):
+    for name in [*names, OUTPUT]:
+        if name == OUTPUT:
+            end, upsample, after_end = len(stages) - 1, None, len(stages)
+        else:
+            last = next(i for i, stage in enumerate(stages) if stage.exit == name and name in stage.outputs)
+            end, upsample, after_end = last - 1, stages[last], last + 1
         part = tuple(stages[start : end + 1])
-        written = [name for stage in part for name in stage.outputs]
-        reads = list(dict.fromkeys(name for stage in part for name in stage.inputs if name not in written))
-        later = {name for stage in stages[end + 1 :] for name in stage.inputs}
-        features = [name for name in written if name in later]
-        segments.append(_Segment(part, tuple(reads), (names[number], *features)))
-        start = end + 1
+        written = [tensor for stage in part for tensor in stage.outputs]
+        reads = tuple(dict.fromkeys(tensor for stage in part for tensor in stage.inputs if tensor not in written))
+        logits = upsample.inputs[0] if upsample is not None else OUTPUT
+        later = {tensor for stage in stages[after_end:] for tensor in stage.inputs}
+        features = [tensor for tensor in written if tensor in later and tensor != logits]
+        segments.append(ChainSegment(part, reads, (logits, *features), name, upsample))
+        start = after_end
     return segments
 
 
@@ -174,9 +204,13 @@ def cumulative_exit_macs(model: nn.Module, network: Network) -> dict[str, int]:
     macs = profile_stages(stages, network.input_shape).macs
     total, result = 0, {}
     for segment in chain_segments(stages):
-        total += sum(macs[stage.name] for stage in segment.stages)
-        result[segment.outputs[0]] = total
+        total += _macs(segment, macs)
+        result[segment.exit] = total
     return result
+
+
+def _macs(segment: ChainSegment, macs: dict[str, int]) -> int:
+    return sum(macs[stage.name] for stage in (*segment.stages, *([segment.upsample] if segment.upsample else [])))
 
 
 def export_exit_chain(
@@ -188,15 +222,17 @@ def export_exit_chain(
     opset: int = DEFAULT_OPSET,
     tolerance: float = PARITY_TOLERANCE,
 ) -> ExitChain:
-    """Export ``model`` (the module of ``network``, with exits) as ``folder/stage1.onnx``, ... and ``folder/exits.json``.
+    """Export ``model`` (the module of ``network``, with exits) as ``folder/stage1.onnx``, ..., ``folder/exit1.onnx``, ... and ``exits.json``.
 
-    Each stage graph is parity-checked by :func:`~optiseg.export.export_graph`;
-    then onnxruntime runs the chain on a random image and every output must
-    agree with PyTorch's (:func:`~optiseg.models.forward_exits`) within
-    ``tolerance``, or :class:`~optiseg.errors.ExportError` is raised and the
-    stage graphs are removed. Works on untrained weights as well (the graphs'
-    speed does not depend on them). ``pixel_probability`` is where the
-    ``pixel_share`` confidence counts a pixel as sure.
+    ``stageK.onnx`` is chain stage K; ``exitK.onnx`` resizes exit K's logits to
+    the input size. Each graph is parity-checked by
+    :func:`~optiseg.export.export_graph`; then onnxruntime runs the chain on a
+    random image and every output must agree with PyTorch's
+    (:func:`~optiseg.models.forward_exits`) within ``tolerance``, or
+    :class:`~optiseg.errors.ExportError` is raised and the graphs are removed.
+    Works on untrained weights as well (the graphs' speed does not depend on
+    them). ``pixel_probability`` is where the ``pixel_share`` confidence counts
+    a pixel as sure.
     """
     folder = Path(folder)
     stages = model_stages(model)
@@ -205,7 +241,8 @@ def export_exit_chain(
     dummy = torch.randn(*network.input_shape, generator=torch.Generator().manual_seed(0))
     parts: list[nn.Module] = [StagePart(segment.stages, segment.inputs, segment.outputs, network.resolution) for segment in segments]
     parts[:-1] = [_ExitStagePart(part, pixel_probability) for part in parts[:-1]]
-    names = [(s.outputs[0], f"{s.outputs[0]}_confidence", *s.outputs[1:]) for s in segments[:-1]] + [segments[-1].outputs]
+    names = [(s.outputs[0], f"{s.exit}_confidence", *s.outputs[1:]) for s in segments[:-1]] + [segments[-1].outputs]
+    upsamples = [StagePart((s.upsample,), s.upsample.inputs, (s.exit,), network.resolution) for s in segments[:-1]]
     was_training = model.training
     model.eval()
     try:
@@ -225,28 +262,37 @@ def export_exit_chain(
     chain_stages = []
     try:
         for number, (part, segment, example, outputs) in enumerate(zip(parts, segments, examples, names), start=1):
-            path = folder / f"stage{number}.onnx"
+            last = number == len(segments)
             shapes = {name: list(tensor.shape) for name, tensor in example.items()}
             metadata = {
                 **base,
                 "exit_chain_stage": str(number),
                 "exit_chain_length": str(len(segments)),
-                "exit_name": outputs[0],
+                "exit_name": segment.exit,
                 "output_name": ",".join(outputs),
-                "output": f"{outputs[0]}: the logits of this exit (decoded as `output` of stage {len(segments)} says); "
-                          + (f"{outputs[1]}: its confidences {list(CONFIDENCES)} (pixels sure at {pixel_probability:g}); "
-                             if number < len(segments) else "") + "then the tensors later stages read",
+                "output": (f"{outputs[0]}: the final logits, decoded as `num_classes` says; " if last else
+                           f"{outputs[0]}: the logits of {segment.exit} at the resolution of the feature it reads "
+                           f"(exit{number}.onnx resizes them to the input size); {outputs[1]}: their confidences "
+                           f"{list(CONFIDENCES)} (pixels sure at {pixel_probability:g}); ") + "then the tensors later stages read",
             }
             if number > 1:
                 metadata.update({"input_name": ",".join(segment.inputs), "input_shape": json.dumps(shapes),
                                  "input_layout": "tensors of earlier stages, float32, by name"})
-            result = export_graph(part, path, example, outputs, metadata,
+            result = export_graph(part, folder / f"stage{number}.onnx", example, outputs, metadata,
                                   what=f"stage {number} of the exit chain of {what}", opset=opset, tolerance=tolerance)
             written.append(result.path)
+            upsample = None
+            if not last:
+                logits = outputs[0]
+                meta = {**base, "exit_name": segment.exit, "input_name": logits, "input_shape": json.dumps({logits: list(env[logits].shape)}),
+                        "input_layout": f"the logits {logits} of stage{number}.onnx", "output_name": segment.exit}
+                upsample = export_graph(upsamples[number - 1], folder / f"exit{number}.onnx", {logits: env[logits]}, (segment.exit,),
+                                        meta, what=f"the upsampling of {segment.exit} of {what}", opset=opset, tolerance=tolerance).path
+                written.append(upsample)
             chain_stages.append(ChainStage(
-                index=number, path=result.path, inputs=segment.inputs, outputs=outputs, exit=outputs[0],
-                confidence=outputs[1] if number < len(segments) else None,
-                macs=sum(macs[stage.name] for stage in segment.stages), after=tuple(stage.name for stage in segment.stages),
+                index=number, path=result.path, inputs=segment.inputs, outputs=outputs, exit=segment.exit,
+                confidence=None if last else outputs[1], upsample=upsample, macs=_macs(segment, macs),
+                after=tuple(stage.name for stage in segment.stages),
             ))
         chain = ExitChain(network, folder, tuple(chain_stages), max_abs_diff=0.0, pixel_probability=pixel_probability)
         write_json_atomic(folder / MANIFEST, chain.as_dict())
@@ -281,12 +327,13 @@ def load_exit_chain(folder: str | os.PathLike) -> ExitChain:
     except (OSError, ValueError) as exc:
         raise UsageError(f"{folder} holds no exit chain ({path}: {exc})", hint="export one with optiseg exits") from None
     if manifest.get("format") != FORMAT:
-        raise UsageError(f"{path} is not an optiseg exit chain (format {FORMAT!r} expected)")
+        raise UsageError(f"{path} is not an optiseg exit chain of this version (format {FORMAT!r} expected)",
+                         hint="export the chain again (optiseg exits does)")
     stages = tuple(
         ChainStage(index=number, path=folder / s["file"], inputs=tuple(s["inputs"]), outputs=tuple(s["outputs"]),
-                   exit=s["exit"], confidence=s["confidence"], macs=int(s["macs"]), after=tuple(s["runs"]))
+                   exit=s["exit"], confidence=s["confidence"], upsample=folder / s["upsample"] if s["upsample"] else None,
+                   macs=int(s["macs"]), after=tuple(s["runs"]))
         for number, s in enumerate(manifest["stages"], start=1)
     )
     return ExitChain(Network.from_dict(manifest["network"]), folder, stages, float(manifest["max_abs_diff"]),
                      float(manifest["pixel_probability"]))
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -26,10 +27,10 @@ def write_exit_deployment(
     confidence: str = "max_prob",
     latency: dict | None = None,
 ) -> list[Path]:
-    """Write ``stage1.onnx``, ..., ``exits.json`` and ``early_exit.py`` into ``out_dir``; return the paths written.
+    """Write ``stage1.onnx``, ..., ``exit1.onnx``, ..., ``exits.json`` and ``early_exit.py`` into ``out_dir``; return the paths written.
 
     ``exits.json`` is the chain's manifest plus ``policy``: the confidence
-    kind the policy reads, the default ``threshold`` (``early_exit.py
+    kind the policy reads, the default ``threshold`` (null: never leave early; ``early_exit.py
     --threshold`` overrides it) and ``thresholds``, the operating curve (per
     threshold: share of images at each output, IoU, expected latency and
     MACs) from which to pick another. ``latency`` (e.g.
@@ -41,10 +42,10 @@ def write_exit_deployment(
         raise UsageError(f"{out} is a file, not a folder", hint="give a folder to write the deployment into")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for stage in chain.stages:
-        target = out / stage.path.name
-        if target.resolve() != stage.path.resolve():
-            shutil.copyfile(stage.path, target)
+    for source in (path for stage in chain.stages for path in (stage.path, stage.upsample) if path is not None):
+        target = out / source.name
+        if target.resolve() != source.resolve():
+            shutil.copyfile(source, target)
         written.append(target)
     script = out / SCRIPT
     script.write_text(resources.files("optiseg._runners").joinpath(SCRIPT).read_text(encoding="utf-8"), encoding="utf-8")
@@ -53,7 +54,7 @@ def write_exit_deployment(
         **chain.as_dict(),
         "policy": {
             "confidence": confidence,
-            "threshold": float(threshold),
+            "threshold": None if math.isinf(threshold) else float(threshold),
             "rule": "leave at the first exit whose confidence >= threshold; the final output always answers",
             "thresholds": [point.as_dict(chain.exits) for point in curve],
         },

@@ -12,12 +12,17 @@ operating point follows without running anything again:
   outputs the images left at, summed over images, then foreground IoU for
   binary data and mean IoU otherwise (:mod:`optiseg.training.metrics`);
 * the expected latency: ``sum_k share_k x cumulative_ms_k``, the time to
-  output k being the stage graphs 1..k measured on the device;
+  output k being the graphs that give it, measured on the device;
 * the expected MACs, likewise.
+
+:func:`sweep_thresholds` gives every threshold at which a decision changes,
+so the curve it gives is the whole curve; ``inf`` is the policy that never
+leaves early (JSON: ``null``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +57,10 @@ class OperatingPoint:
     expected_macs: float
 
     def as_dict(self, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """JSON-safe; the threshold that never leaves early (``inf``) is ``None``."""
         shares = dict(zip(names, self.shares)) if names is not None else list(self.shares)
-        return {"threshold": self.threshold, "shares": shares, "iou": self.iou, "expected_ms": self.expected_ms,
-                "expected_macs": self.expected_macs}
+        return {"threshold": None if math.isinf(self.threshold) else self.threshold, "shares": shares, "iou": self.iou,
+                "expected_ms": self.expected_ms, "expected_macs": self.expected_macs}
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,19 @@ class ExitRow:
         return {"name": self.name, "iou": self.iou, "macs": self.macs, "latency_ms": self.latency_ms}
 
 
-def default_thresholds(confidence: str) -> tuple[float, ...]:
-    """The thresholds swept when none are given: 0.50 to 1.00 by 0.01 (``max_prob``), 0.00 to 1.00 by 0.02 (``pixel_share``)."""
+def sweep_thresholds(per_image: Sequence[ImageExits], confidence: str = "max_prob") -> tuple[float, ...]:
+    """Every threshold at which some image's decision changes, and ``inf`` (no image leaves early).
+
+    The lowest confidence seen (every image leaves at exit 1), then the
+    midpoints between consecutive distinct confidences, so a threshold never
+    sits on a confidence the split produced: an image of another split, or
+    preprocessed a hair differently on the device, is not decided by rounding.
+    """
     check_confidence(confidence)
-    grid = np.linspace(0.5, 1.0, 51) if confidence == "max_prob" else np.linspace(0.0, 1.0, 51)
-    return tuple(round(float(t), 4) for t in grid)
+    seen = sorted({c for image in per_image for c in image.confidences[confidence]})
+    if not seen:
+        return (math.inf,)
+    return (seen[0], *((a + b) / 2 for a, b in zip(seen, seen[1:])), math.inf)
 
 
 def check_confidence(confidence: str) -> str:
@@ -165,10 +179,13 @@ def best_point(curve: Sequence[OperatingPoint], reference_iou: float, max_iou_lo
     return min(good, key=lambda p: (p.expected_ms, -p.iou))
 
 
-def distinct_points(curve: Sequence[OperatingPoint]) -> list[OperatingPoint]:
-    """``curve`` without the points whose shares repeat the previous point's (the same decisions, hence the same figures)."""
+def efficient_points(curve: Sequence[OperatingPoint]) -> list[OperatingPoint]:
+    """The points of ``curve`` that no other point beats (as good an IoU, as fast, one of them strictly), fastest first."""
+    def key(point: OperatingPoint) -> tuple[float, float]:
+        return (point.expected_ms, -(point.iou if point.iou is not None else -math.inf))
+
     kept: list[OperatingPoint] = []
-    for point in curve:
-        if not kept or point.shares != kept[-1].shares or point.iou != kept[-1].iou:
+    for point in sorted(curve, key=key):
+        if point.iou is not None and (not kept or point.iou > kept[-1].iou):
             kept.append(point)
     return kept

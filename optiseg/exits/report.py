@@ -15,7 +15,16 @@ from ..network import Network
 from .chain import ExitChain, export_exit_chain
 from .collect import exit_outputs
 from .latency import ChainLatency, measure_chain
-from .policy import ExitRow, OperatingPoint, best_point, check_confidence, default_thresholds, exit_table, operating_curve
+from .policy import (
+    ExitRow,
+    ImageExits,
+    OperatingPoint,
+    best_point,
+    check_confidence,
+    exit_table,
+    operating_curve,
+    sweep_thresholds,
+)
 
 WHOLE = "whole.onnx"
 
@@ -34,7 +43,11 @@ class Reference:
 
 @dataclass(frozen=True)
 class ExitReport:
-    """What ``optiseg exits`` prints: every figure measured, nothing estimated."""
+    """What ``optiseg exits`` prints: every figure measured, nothing estimated.
+
+    ``per_image`` (not in :meth:`as_dict`) holds what the curve was computed
+    from, so another threshold's point is one :func:`operating_curve` call away.
+    """
 
     network: Network
     chain: ExitChain
@@ -48,6 +61,7 @@ class ExitReport:
     reference: Reference
     max_iou_loss: float
     best: OperatingPoint | None
+    per_image: tuple[ImageExits, ...] = ()
 
     @property
     def saving(self) -> float | None:
@@ -95,8 +109,9 @@ def analyse_exits(
 
     The reference is the same network run whole (``folder/whole.onnx``, no
     exit heads): its IoU is the chain's final output's, its latency one graph
-    timed on ``runner``. ``best`` is the fastest operating point that loses at
-    most ``max_iou_loss`` of IoU against it.
+    timed on ``runner``. ``thresholds`` default to every threshold at which a
+    decision changes (:func:`sweep_thresholds`). ``best`` is the fastest
+    operating point that loses at most ``max_iou_loss`` of IoU against it.
     """
     from ..export import export_onnx
     from ..profile import profile_model
@@ -113,12 +128,12 @@ def analyse_exits(
                              in_channels=network.in_channels)
     scoring = {"class_names": dataset.class_names, "binary": dataset.binary}
     table = exit_table(per_image, chain.exits, latency.cumulative_ms, chain.cumulative_macs, **scoring)
-    curve = operating_curve(per_image, latency.cumulative_ms, thresholds or default_thresholds(confidence),
+    curve = operating_curve(per_image, latency.cumulative_ms, thresholds or sweep_thresholds(per_image, confidence),
                             confidence=confidence, cumulative_macs=chain.cumulative_macs, **scoring)
     reference = Reference(table[-1].iou, whole_ms, profile_model(model, network.input_shape).macs)
     best = best_point(curve, reference.iou, max_iou_loss) if reference.iou is not None else None
     return ExitReport(
         network=network, chain=chain, latency=latency, split=split, images=len(per_image), confidence=confidence,
         pixel_probability=pixel_probability, table=tuple(table), curve=tuple(curve), reference=reference,
-        max_iou_loss=max_iou_loss, best=best,
+        max_iou_loss=max_iou_loss, best=best, per_image=tuple(per_image),
     )

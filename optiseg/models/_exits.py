@@ -1,9 +1,12 @@
 """Side exits: where a model's exits attach, the light head each one is, and all outputs at once.
 
 A model with the knob ``exits`` = K builds K exit heads (:class:`ExitHead`) and
-inserts each into its stage list right after the stage whose output it reads
-(``Stage(name="exit{k}", is_exit=True)``). The plain forward pass does not run
-them (:func:`~optiseg.models.run_stages` only runs what the wanted outputs need),
+inserts each into its stage list right after the stage whose output it reads,
+as two stages of the exit (``Stage(exit="exit1")``): ``exit1_head`` writes the
+logits at the tapped feature's resolution (``exit1_lowres``), ``exit1``
+upsamples them to the input size (``exit1``), as the network's own classifier
+and upsampling stages do. The plain forward pass does not run them
+(:func:`~optiseg.models.run_stages` only runs what the wanted outputs need),
 so ``model(x)`` is the network's final logits whatever K is;
 :func:`forward_exits` returns every exit's logits and the final ones.
 
@@ -32,8 +35,8 @@ import torch
 from torch import nn
 
 from ..errors import KnobError
-from ._layers import DepthwiseSeparableConv, resize_to
-from ._stages import INPUT, OUTPUT, Stage, crossing_names, run_stages
+from ._layers import DepthwiseSeparableConv
+from ._stages import INPUT, OUTPUT, ResizeToInput, Stage, crossing_names, run_stages
 
 MAX_EXITS = 3
 REFERENCE_SIDE = 256
@@ -57,15 +60,15 @@ def exit_name(index: int) -> str:
 
 
 class ExitHead(nn.Module):
-    """A light segmentation head: depthwise-separable 3x3 conv to ``width`` channels, 1x1 classifier, bilinear upsampling to the input size."""
+    """A light segmentation head: depthwise-separable 3x3 conv to ``width`` channels, then a 1x1 classifier (logits at the feature's resolution)."""
 
     def __init__(self, in_channels: int, width: int, num_classes: int):
         super().__init__()
         self.conv = DepthwiseSeparableConv(in_channels, width)
         self.classifier = nn.Conv2d(width, num_classes, 1)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return resize_to(self.classifier(self.conv(x)), size)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.conv(x))
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def build_exit_heads(
 
 
 def with_exits(stages: Sequence[Stage], taps: Sequence[ExitTap], heads: nn.ModuleList | None) -> tuple[Stage, ...]:
-    """``stages`` with exit ``k`` inserted right after the stage it taps (``stages`` unchanged when there are none)."""
+    """``stages`` with exit ``k``'s head and upsampling inserted right after the stage it taps (unchanged without exits)."""
     if not taps:
         return tuple(stages)
     after = {tap.after: (index, tap) for index, tap in enumerate(taps)}
@@ -140,13 +143,30 @@ def with_exits(stages: Sequence[Stage], taps: Sequence[ExitTap], heads: nn.Modul
         if stage.name in after:
             index, tap = after[stage.name]
             name = exit_name(index + 1)
-            result.append(Stage(name, heads[index], (tap.tensor,), (name,), cut_after=False, needs_input_size=True, is_exit=True))
+            result.append(Stage(f"{name}_head", heads[index], (tap.tensor,), (f"{name}_lowres",), cut_after=False, exit=name))
+            result.append(Stage(name, ResizeToInput(), (f"{name}_lowres",), (name,), cut_after=False, needs_input_size=True,
+                                exit=name))
     return tuple(result)
 
 
 def exit_names(stages: Sequence[Stage]) -> tuple[str, ...]:
     """The exits' output names in the order the network reaches them (empty without exits)."""
-    return tuple(stage.outputs[0] for stage in stages if stage.is_exit)
+    return tuple(dict.fromkeys(stage.exit for stage in stages if stage.exit is not None))
+
+
+def exit_sources(stages: Sequence[Stage]) -> dict[str, str]:
+    """Each exit's name -> the network stage whose output its head reads."""
+    writer = {name: stage.name for stage in stages for name in stage.outputs}
+    sources: dict[str, str] = {}
+    for stage in stages:
+        if stage.exit is not None and stage.exit not in sources:
+            sources[stage.exit] = writer[stage.inputs[0]]
+    return sources
+
+
+def exit_head_modules(stages: Sequence[Stage]) -> list[nn.Module]:
+    """The modules of every exit's stages (what training with exits trains apart from the backbone)."""
+    return [stage.module for stage in stages if stage.exit is not None]
 
 
 def output_names(stages: Sequence[Stage]) -> tuple[str, ...]:

@@ -10,9 +10,11 @@ later part of the network still needs* at every boundary, which is what split
 computing (``optiseg.split``) sends over a link and what early exits
 (``optiseg.exits``) chain their stage graphs with.
 
-An *exit* is a stage with ``is_exit`` set: a light segmentation head that
-writes logits named ``exit1``, ``exit2``, ... from a feature the network
-computes anyway. Nothing reads them, so :func:`run_stages` only runs an exit
+A side *exit* is a branch of stages with ``exit`` set to its name: a light
+segmentation head on a feature the network computes anyway, then the
+upsampling of its logits to the input size, written as the exit's name
+(``exit1``, ``exit2``, ...), as the network's own classifier and upsampling
+write ``logits``. Nothing reads an exit, so :func:`run_stages` only runs one
 when it is wanted: the plain forward pass (``wanted=[OUTPUT]``) is the network
 without exits, and ``wanted=[exit1, ..., OUTPUT]`` gives every output at once.
 
@@ -43,8 +45,9 @@ class Stage:
     order) and returns one tensor, or a tuple with one tensor per name in
     ``outputs``. With ``needs_input_size`` it is also given ``size=(H, W)``, the
     network's input size (a constant of an exported graph, so a part of the
-    network that no longer sees the image can still resize to it). With
-    ``is_exit`` it is a side exit whose one output is logits at the input size.
+    network that no longer sees the image can still resize to it). ``exit``
+    names the side exit the stage belongs to (None: the network's own stages);
+    the exit's last stage writes its logits at the input size under that name.
     """
 
     name: str
@@ -53,7 +56,7 @@ class Stage:
     outputs: tuple[str, ...]
     cut_after: bool = True
     needs_input_size: bool = False
-    is_exit: bool = False
+    exit: str | None = None
 
 
 def run_stages(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..config import TrainingConfig
+from ..models._exits import exit_head_modules
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,8 @@ def parameter_groups(model: nn.Module, phase: Phase) -> list[dict]:
 
 
 def exit_head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters of every exit head of ``model`` (its stages with ``is_exit``)."""
-    return [p for stage in model.stages() if stage.is_exit for p in stage.module.parameters()]
-
-
-def exit_head_modules(model: nn.Module) -> list[nn.Module]:
-    return [stage.module for stage in model.stages() if stage.is_exit]
+    """The parameters of every exit head of ``model`` (the modules of its exits' stages)."""
+    return [p for module in exit_head_modules(model.stages()) for p in module.parameters()]
 
 
 def selection_weights(phase: Phase, configured: Sequence[float]) -> tuple[float, ...]:

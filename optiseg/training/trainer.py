@@ -51,7 +51,8 @@ from ._run_folder import (
     run_identity,
     stored_result,
 )
-from ._phases import Phase, exit_head_modules, parameter_groups, plan_phases, selection_weights
+from ..models._exits import exit_head_modules, exit_sources
+from ._phases import Phase, parameter_groups, plan_phases, selection_weights
 from .evaluate import SplitEvaluation, evaluate, evaluate_outputs, to_model_input
 from .losses import SegmentationLoss
 
@@ -286,7 +287,7 @@ class _Run:
             yield
             return
         self.model.eval()
-        heads = exit_head_modules(self.model)
+        heads = exit_head_modules(self.model.stages())
         for head in heads:
             head.train()
         head_ids = {id(p) for head in heads for p in head.parameters()}
@@ -478,11 +479,10 @@ class _Run:
     def _exit_metrics(self, best: dict[str, Any], test: list[SplitEvaluation]) -> dict[str, Any]:
         """What metrics.json says about the exits: where they are, how they were trained, their val and test figures."""
         stages = self.model.stages()
-        writer = {name: stage.name for stage in stages for name in stage.outputs}
         settings = self.training.exits
         return {
             "names": list(self.outputs[:-1]),
-            "after": [writer[stage.inputs[0]] for stage in stages if stage.is_exit],
+            "after": list(exit_sources(stages).values()),
             "schedule": settings.schedule,
             "loss_weights": list(self.loss_weights),
             "val": best["val_exits"],
