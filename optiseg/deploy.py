@@ -21,8 +21,10 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
     from .modes import get_mode
 
     if record.status == TOO_SLOW:
+        over = "; ".join(f"{key} by {value:.4g}" for key, value in record.violations.items()) or "a cost constraint"
+        what = "too slow" if not record.violations or any("latency" in key for key in record.violations) else "too large"
         raise UsageError(
-            f"trial {record.number} was too slow ({record.latency_ms:.2f} ms) and was not trained, so there is nothing to deploy",
+            f"trial {record.number} was {what} (over {over}) and was not trained, so there is nothing to deploy",
             hint="pick a trial from `optiseg front STUDY`",
         )
     if record.status != COMPLETE or record.artifacts is None:
@@ -63,8 +65,12 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
     if config_path is not None and config_path.is_file():
         written.append(Path(shutil.copyfile(config_path, out / "config.yaml")))
     predict = resources.files("optiseg._runners").joinpath("predict.py").read_text(encoding="utf-8")
-    written.append(_write(out / "predict.py", predict))
-    written.append(_write(out / "README.md", _readme(record, metadata, artifacts)))
+    written.append(_write(out / "predict.py", predict))  # also the preprocessing the other device-side scripts import
+    write_readme = getattr(get_mode(record.mode), "deploy_readme", None)  # a mode with scripts of its own explains them
+    if write_readme is not None:
+        written.extend(write_readme(record, out, {a.name: a.description for a in artifacts}))
+    else:
+        written.append(_write(out / "README.md", _readme(record, metadata, artifacts)))
     return written
 
 
@@ -85,7 +91,7 @@ def _readme(record: TrialRecord, meta: dict[str, str], artifacts) -> str:
             f"per-channel weights {'on' if settings.get('per_channel') else 'off'}). Its IoU above was measured by "
             f"onnxruntime on the test split with this very file (FP32 network: "
             f"{_fmt(record.evaluation.details.get('fp32_iou'))}). Operators left in float: "
-            f"{json.dumps(quantization.get('float_ops', {})) or 'none'}. Feed it float32 input as for FP32; the "
+            f"{json.dumps(quantization['float_ops']) if quantization.get('float_ops') else 'none'}. Feed it float32 input as for FP32; the "
             "quantize/dequantize steps are inside the graph.\n"
         )
     return f"""# {record.model} from optiseg trial {record.number} ({record.precision or 'fp32'})

@@ -75,6 +75,13 @@ class StudyError(OptisegError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ' (did you mean X?)' for the closest choice, or '' if none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """Return ' (did you mean X?)' for the closest choice, ' (did you mean X or Y?)' when two are about as close
+    (``modle``: ``mode`` or ``model``), or '' if none is close."""
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=2, cutoff=0.6)
+    if not close:
+        return ""
+    ratio = lambda c: difflib.SequenceMatcher(None, word, c).ratio()  # noqa: E731
+    if len(close) == 2 and ratio(close[1]) >= ratio(close[0]) - 0.1:
+        return f" (did you mean {close[0]!r} or {close[1]!r}?)"
+    return f" (did you mean {close[0]!r}?)"

@@ -396,6 +396,17 @@ class LatencyModel:
         self._fitted = None
         return before
 
+    def replace(self, features: LatencyFeatures, old_ms: float, new_ms: float) -> bool:
+        """Put ``new_ms`` in place of the measurement ``old_ms`` of ``features`` (one measured during a drift).
+
+        Returns whether such a measurement was found (a measurement the model never learnt is left alone)."""
+        for index in range(len(self._latency) - 1, -1, -1):
+            if self._features[index] == features and self._latency[index] == float(old_ms):
+                self._latency[index] = float(new_ms)
+                self._fitted = None
+                return True
+        return False
+
     def extend(self, measurements: Iterable[tuple[LatencyFeatures, float]], *, track: bool = True) -> None:
         """:meth:`update` with each (features, latency_ms) in turn."""
         for features, latency_ms in measurements:

@@ -15,6 +15,9 @@
           model.onnx             the plan's deployable model (e.g. INT8)
           cost.json              its latency before training
           quality.json           its scores after training
+        plans/split-<cut>/       a network cut in two: head.onnx, tail.onnx (trained), untrained-*.onnx,
+                                 head-latency+encode<b>.json, tail-latency+decode<b>.json (measured)
+        plans/split-<cut>-b<b>/quality.json   its scores with the link's quantization at b bits
       trials/<NNNN>              a link per trial to its network's folder
       trials/<NNNN>.error.log    the traceback of a failed trial
     <output>/latency-cache/<device>/   latencies shared by the studies of one output folder
@@ -78,11 +81,25 @@ class PlanFolder:
 
     @property
     def cost(self) -> Path:
+        """The latency of its untrained model (measured before training)."""
         return self.path / "cost.json"
+
+    @property
+    def latency(self) -> Path:
+        """The latency of its trained model."""
+        return self.path / "latency.json"
 
     @property
     def quality(self) -> Path:
         return self.path / "quality.json"
+
+    def part(self, name: str, trained: bool = True) -> Path:
+        """One part of a plan cut in two (``head``, ``tail``): the trained model, or the untrained one for timing."""
+        return self.path / (f"{name}.onnx" if trained else f"untrained-{name}.onnx")
+
+    def part_latency(self, name: str, suffix: str = "") -> Path:
+        """The latency of a part (``suffix``: how it was timed, e.g. with its link encoding at 8 bits)."""
+        return self.path / f"{name}-latency{suffix}.json"
 
 
 @dataclass(frozen=True)

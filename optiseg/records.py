@@ -432,8 +432,8 @@ def plan_key_of(trial) -> str | None:
     attrs = trial.user_attrs
     if _PLAN_KEY in attrs:
         return attrs[_PLAN_KEY]
-    if attrs.get("candidate"):  # schema 1: one FP32 plan per candidate
-        return f"{attrs['candidate']}@device"
+    if attrs.get("candidate"):  # schema 1: one FP32 plan per candidate, keyed as its record is
+        return read_record(trial).plan_key
     return None
 
 
@@ -468,6 +468,11 @@ def error_of(trial) -> str | None:
 
 def lease_until(trial) -> float | None:
     return trial.user_attrs.get(_LEASE_UNTIL)
+
+
+def params_of(trial) -> dict[str, Any]:
+    """The params a trial has or, queued and not started yet, will have (Optuna keeps those apart)."""
+    return dict(trial.system_attrs.get("fixed_params", trial.params))
 
 
 def retry_attrs(number: int) -> dict[str, Any]:
@@ -655,8 +660,9 @@ def check_study_schema(study, name: str, *, for_writing: bool) -> None:
 
 
 def _resolution_pair(text: str) -> tuple[int, int]:
-    height, _, width = str(text).partition("x")
-    return (int(height), int(width or height))
+    from .models import parse_resolution
+
+    return parse_resolution(text)
 
 
 def _json_safe(value: Any) -> Any:

@@ -181,15 +181,55 @@ def hypervolume(points: Iterable[tuple[float, float]], reference_latency_ms: flo
     return area
 
 
-def hypervolume_history(records: Sequence[TrialRecord], reference_latency_ms: float) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of the feasible complete trials up to it) in trial order."""
+def hypervolume_history(records: Sequence[TrialRecord], reference_latency_ms: float, objectives=None,
+                        reference: tuple[float, float] | None = None) -> list[tuple[int, float]]:
+    """(trial number, hypervolume of the feasible complete trials up to it) in trial order.
+
+    Default objectives (IoU up, latency down): the area up to IoU 0 and ``reference_latency_ms``. Any other
+    two objectives: the area up to ``reference`` (one value per objective, default :func:`reference_point`).
+    """
+    pairs = objective_pairs(objectives)
+    if len(pairs) != 2:
+        raise ValueError(f"a hypervolume is computed over two objectives, not {len(pairs)}")
+    if pairs == DEFAULT_OBJECTIVES and reference is None:
+        reference = (0.0, reference_latency_ms)
+    reference = reference if reference is not None else reference_point(records, pairs)
+    signs = tuple(1.0 if direction == "maximize" else -1.0 for _, direction in pairs)
     history = []
     points: list[tuple[float, float]] = []
     for record in sorted(records, key=lambda r: r.number):
-        if record.feasible and record.iou is not None and record.latency_ms is not None:
-            points.append((record.iou, record.latency_ms))
-        history.append((record.number, hypervolume(points, reference_latency_ms)))
+        values = [record.metric(name) for name, _ in pairs]
+        if record.feasible and all(v is not None for v in values) and (pairs != DEFAULT_OBJECTIVES or record.iou is not None):
+            points.append((signs[0] * values[0], signs[1] * values[1]))
+        history.append((record.number, _area(points, (signs[0] * reference[0], signs[1] * reference[1]))))
     return history
+
+
+def reference_point(records: Iterable[TrialRecord], pairs) -> tuple[float, float]:
+    """Per objective, a value worse than every feasible trial's: 0 for an IoU, else 10 % beyond the worst seen."""
+    values = []
+    for name, direction in pairs:
+        seen = [v for r in records if r.feasible and (v := r.metric(name)) is not None and math.isfinite(v)]
+        if direction == "maximize":
+            values.append(0.0 if name.endswith("iou") or not seen else min(seen) - 0.1 * abs(min(seen)))
+        else:
+            values.append(1.1 * max(seen) if seen else 1.0)
+    return values[0], values[1]
+
+
+def _area(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area dominated by ``points`` above ``reference`` (both coordinates: larger is better)."""
+    frontier: list[tuple[float, float]] = []
+    best_first = reference[0]
+    for second, first in sorted(((b, a) for a, b in points), reverse=True):  # best second coordinate first
+        if second > reference[1] and first > best_first:
+            frontier.append((second, first))
+            best_first = first
+    area = 0.0
+    for index, (second, first) in enumerate(frontier):
+        next_second = frontier[index + 1][0] if index + 1 < len(frontier) else reference[1]
+        area += (second - next_second) * (first - reference[0])
+    return area
 
 
 def default_reference_latency(records: Iterable[TrialRecord], max_latency_ms: float | None) -> float:
@@ -198,3 +238,17 @@ def default_reference_latency(records: Iterable[TrialRecord], max_latency_ms: fl
         return float(max_latency_ms)
     latencies = [r.latency_ms for r in records if r.latency_ms is not None and math.isfinite(r.latency_ms)]
     return 1.1 * max(latencies) if latencies else 1.0
+
+
+def training_totals(records: Iterable[TrialRecord]) -> dict[str, float | int]:
+    """The study's training: networks trained here (imports left out), their compute (MACs) and wall seconds,
+    each network counted once whatever the plans that deploy it."""
+    networks: dict[str, TrialRecord] = {}
+    for record in records:
+        if record.status == COMPLETE and record.imported_from is None and record.metric("train_compute") is not None:
+            networks.setdefault(record.candidate, record)
+    return {
+        "networks": len(networks),
+        "compute_macs": sum(float(r.metric("train_compute")) for r in networks.values()),
+        "seconds": sum(float(r.metric("train_s") or 0.0) for r in networks.values()),
+    }

@@ -8,6 +8,12 @@ never imports optiseg, so it can be copied anywhere and run by hand:
                             [--min-seconds 2] [--graph-optimization all]
     python3 measure_onnx.py --facts [--disk-path DIR]
 
+With ``--encode-bits B`` each timed run also encodes the model's outputs as one
+frame at B bits per value (``tensor_codec.py``, next to this script): the device
+side of a split network, which sends what crosses the cut. With ``--decode-bits B``
+each timed run first decodes a frame of the model's inputs encoded at B bits: the
+server side. The payload then says so (``codec``) with the frame's size in bytes.
+
 With ``--exit-with-parent`` the script ends (exit status 4, no output) as soon as
 its standard input reaches end-of-file or its parent process is gone: the caller
 keeps a pipe (or an SSH channel) open while it waits, so a killed caller or a
@@ -81,6 +87,9 @@ def main(argv=None):
     parser.add_argument("--min-runs", type=int, default=50)
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all")
+    codec = parser.add_mutually_exclusive_group()
+    codec.add_argument("--encode-bits", type=int, choices=(32, 16, 8, 4), help="also encode the outputs (split: device side)")
+    codec.add_argument("--decode-bits", type=int, choices=(32, 16, 8, 4), help="first decode the inputs (split: server side)")
     parser.add_argument(
         "--exit-with-parent", action="store_true", help="end when stdin reaches EOF or the parent process is gone"
     )
@@ -184,14 +193,15 @@ def measure(args, threads):
         raise Failure("model", "onnxruntime cannot load %s: %s" % (args.model, exc))
     session_ms = (time.perf_counter() - started) * 1000.0
     feeds = random_inputs(session, np)
+    step, codec = timed_step(args, session, feeds)
 
     for _ in range(args.warmup):
-        session.run(None, feeds)
+        step()
     times = []
     loop_started = time.perf_counter()
     while len(times) < args.min_runs or time.perf_counter() - loop_started < args.min_seconds:
         t0 = time.perf_counter()
-        session.run(None, feeds)
+        step()
         times.append((time.perf_counter() - t0) * 1000.0)
     loop_s = time.perf_counter() - loop_started
 
@@ -206,7 +216,34 @@ def measure(args, threads):
         boot_id=boot_id,
         facts=facts(None, ort_version=ort.__version__, numpy_version=np.__version__),
     )
+    if codec is not None:
+        payload["codec"] = codec
     return payload
+
+
+def timed_step(args, session, feeds):
+    """What one timed run does: the model alone, or with the link's encoding after it or decoding before it."""
+    if not (args.encode_bits or args.decode_bits):
+        return (lambda: session.run(None, feeds)), None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import tensor_codec
+    except ImportError as exc:
+        raise Failure("codec", "tensor_codec.py must be next to %s: %s" % (os.path.basename(__file__), exc))
+    if args.encode_bits:
+        names = [output.name for output in session.get_outputs()]
+        frame = tensor_codec.encode_frame(dict(zip(names, session.run(None, feeds))), args.encode_bits)
+
+        def step():
+            tensor_codec.encode_frame(dict(zip(names, session.run(None, feeds))), args.encode_bits)
+
+        return step, {"step": "encode", "bits": args.encode_bits, "frame_bytes": len(frame)}
+    frame = tensor_codec.encode_frame(feeds, args.decode_bits)
+
+    def step():
+        session.run(None, tensor_codec.decode_frame(frame))
+
+    return step, {"step": "decode", "bits": args.decode_bits, "frame_bytes": len(frame)}
 
 
 def random_inputs(session, np):

@@ -19,6 +19,10 @@ needs. ``encode_frame`` / ``decode_frame`` put several named tensors into one
 message: ``b"OSGT"``, the header length (uint32, little-endian), the JSON
 header, then the payloads in order.
 
+A segmentation result travels back as ``encode_mask(mask)``: height and width
+(two uint32, little-endian), then the class index of each pixel as uint8, row by row
+(``mask_nbytes(height, width)`` bytes); ``decode_mask`` reads it.
+
 On a stream socket each message travels as ``send_message`` writes it: its length
 (uint64, little-endian), then its bytes; ``recv_message`` reads one back (``None``
 when the peer closed the connection cleanly between messages).
@@ -130,6 +134,29 @@ def decode_frame(data: bytes) -> dict:
     if offset != len(data):
         raise ValueError(f"tensor frame has {len(data) - offset} bytes after its last tensor")
     return out
+
+
+def mask_nbytes(height: int, width: int) -> int:
+    """Bytes of an ``encode_mask`` message for a ``height`` x ``width`` mask."""
+    return 8 + int(height) * int(width)
+
+
+def encode_mask(mask) -> bytes:
+    """A 2-D mask of class indices (0..255) as one message: its size, then one byte per pixel."""
+    values = np.asarray(mask)
+    if values.ndim != 2 or (values.size and (values.min() < 0 or values.max() > 255)):
+        raise ValueError(f"a mask is 2-D with class indices 0..255; got shape {values.shape}")
+    return struct.pack("<II", *values.shape) + np.ascontiguousarray(values, dtype=np.uint8).tobytes()
+
+
+def decode_mask(data: bytes):
+    """The uint8 mask an ``encode_mask`` message holds."""
+    if len(data) < 8:
+        raise ValueError("not a mask message (shorter than its header)")
+    height, width = struct.unpack("<II", data[:8])
+    if len(data) != mask_nbytes(height, width):
+        raise ValueError(f"mask message of {len(data)} bytes for {height}x{width} (expected {mask_nbytes(height, width)})")
+    return np.frombuffer(data[8:], np.uint8).reshape(height, width)
 
 
 def send_message(sock, data: bytes) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sshd import executable, mounted_tmpfs, runner_for, start_sshd
 
+from optiseg.devices._script import RUNNER_FILES
 from optiseg.config.device import DeviceConfig
 from optiseg.devices import LocalRunner
 from optiseg.errors import DeviceError
@@ -161,8 +162,8 @@ def test_a_disk_that_fills_up_fails_the_upload_as_no_space_and_leaves_nothing(de
         fill(tmp_sshd[1], 256 * 1024)  # someone else fills the disk, leaving 0.25 MB
         with pytest.raises(DeviceError) as caught:
             runner.measure(big)
-        assert runner.reconnects == 0 and runner.uploads == 2  # the script, then the model once: no retry
-        assert sorted(p.name for p in workdir.iterdir()) == ["measure_onnx.py"]  # no .part file
+        assert runner.reconnects == 0 and runner.uploads == len(RUNNER_FILES) + 1  # the scripts, then the model once: no retry
+        assert sorted(p.name for p in workdir.iterdir()) == sorted(RUNNER_FILES)  # no .part file
         (tmp_sshd[1] / "ballast").unlink()
     message = str(caught.value)
     assert "no space left on the device" in message and f"MB free in {workdir}" in message

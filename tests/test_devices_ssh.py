@@ -13,6 +13,7 @@ from pathlib import Path
 import onnxruntime
 import pytest
 
+from optiseg.devices._script import RUNNER_FILES
 from optiseg.config.device import DeviceConfig
 from optiseg.devices import open_pool
 from optiseg.devices.ssh import SSHRunner
@@ -97,9 +98,9 @@ def test_measures_an_exported_model_and_reuses_the_connection(ssh_device, tiny_o
         second = runner.measure(matmul_onnx)
         again = runner.measure(matmul_onnx)
         assert runner._client.get_transport() is transport and runner.reconnects == 0
-        assert runner.uploads == 3  # the script, then each model once
+        assert runner.uploads == len(RUNNER_FILES) + 2  # the scripts, then each model once
         workdir = Path(runner.workdir)
-        assert sorted(p.name for p in workdir.iterdir()) == ["measure_onnx.py", f"model-{second.model_sha256[:16]}.onnx"]
+        assert sorted(p.name for p in workdir.iterdir()) == sorted([*RUNNER_FILES, f"model-{second.model_sha256[:16]}.onnx"])
     assert not workdir.exists()  # close() removed the runner's folder on the device
 
     assert first.runs >= 5 and first.threads == 1 and first.warmup == 1
@@ -247,7 +248,7 @@ def test_a_connection_cut_during_the_upload_is_retried_without_leftovers(sshd, t
         result = runner.measure(big)
         assert proxy.connections == 2 and runner.reconnects == 1
         names = sorted(p.name for p in Path(runner.workdir).iterdir())
-        assert names == ["measure_onnx.py", f"model-{result.model_sha256[:16]}.onnx"], names
+        assert names == sorted([*RUNNER_FILES, f"model-{result.model_sha256[:16]}.onnx"]), names
     assert result.runs >= 5
 
 
@@ -272,7 +273,7 @@ def test_a_reboot_is_detected_and_the_model_measured_again(ssh_device, matmul_on
         runner._abort()  # the connection drops, as it does when a device reboots
         result = runner.measure(matmul_onnx)
         assert runner.reboots == 1 and runner.reconnects == 1
-        assert runner.uploads == uploads + 2  # script and model again, into a fresh folder
+        assert runner.uploads == uploads + len(RUNNER_FILES) + 1  # scripts and model again, into a fresh folder
         assert not old_folder.exists() and Path(runner.workdir).exists()
     assert result.runs >= 5
 

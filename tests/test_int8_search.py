@@ -63,6 +63,11 @@ def test_one_training_gives_a_front_with_both_precisions_and_deploys_int8(cli, t
 
     front = json.loads(cli("front", str(tmp_path / "runs" / "both"), "--all", "--json").stdout)
     assert {row["precision"] for row in front["trials"] if row["status"] == "complete"} == {"fp32", "int8"}
+    # training compute: epochs x training images x MACs, once for the network whatever its plans
+    epochs, images = fp32.metrics["epochs_run"], len(list((data_root / "train" / "images").iterdir()))
+    assert fp32.metric("train_compute") == int8.metric("train_compute") == epochs * images * fp32.macs
+    assert front["training"] == {"networks": 1, "compute_macs": fp32.metric("train_compute"), "seconds": fp32.metric("train_s")}
+    assert summary["counts"]["training_compute_macs"] == fp32.metric("train_compute")
     only_int8 = json.loads(cli("front", str(tmp_path / "runs" / "both"), "--all", "--json", "--mode", "int8").stdout)
     assert {row["precision"] for row in only_int8["trials"]} == {"int8"}
 
@@ -77,14 +82,21 @@ def test_one_training_gives_a_front_with_both_precisions_and_deploys_int8(cli, t
     assert again.returncode == 0 and len(load_study(tmp_path, "both").trials) == len(trials)  # nothing rerun
 
 
+# The config that makes a study deploy one mode only; a new mode adds its line (the test fails until it does).
+ONE_MODE = {
+    "device": {"search_space": {"resolution": [64], "a": [0.25], "precision": ["fp32"]}},
+    "int8": {"search_space": {"resolution": [64], "a": [0.25], "precision": ["int8"]}},
+    "split": {"search_space": {"resolution": [64], "a": [0.25], "cut": ["bottlenecks1"], "bits": [8]}, "mode": ["split"],
+              "server": {"kind": "local", "measure": FAST_MEASURE}, "link": {"uplink_mbps": 100}},
+}
+
+
 @pytest.mark.parametrize("mode", list_modes())
 def test_every_mode_measures_before_it_trains(tmp_path, data_root, mode):
     from optiseg.config import load_config
     from optiseg.search import run_search
 
-    precision = {"device": "fp32", "int8": "int8"}[mode]
-    config = make_config(tmp_path, data_root, f"gate-{mode}", search_space={"resolution": [64], "a": [0.25], "precision": [precision]},
-                         constraints={"max_latency_ms": 0.0001})
+    config = make_config(tmp_path, data_root, f"gate-{mode}", **ONE_MODE[mode], constraints={"max_latency_ms": 0.0001})
     summary = run_search(load_config(config), quiet=True)
     assert summary.counts["too_slow"] == 1 and summary.counts["complete"] == 0
     trial = read_record(load_study(tmp_path, f"gate-{mode}").trials[0])

@@ -227,3 +227,24 @@ def test_a_throttled_device_is_waited_for_before_the_next_measurement(study, tmp
     assert "throttled (get_throttled=0x50005)" in lines[0] and "ready" in lines[-1]
     assert latency_watch.throttling({"temperature_c": 85.0}) == "at 85 °C"
     assert latency_watch.throttling({"throttled": "0x50000", "temperature_c": 60}) is None
+
+
+def test_the_model_starts_from_what_earlier_studies_measured_on_the_same_device(study, tmp_path):
+    """A second study on the same device does not start blind: the cache's figures (with their plans) train its model."""
+    cache = tmp_path / "latency-cache"
+    cache.mkdir()
+    for size in RESOLUTIONS[:8]:
+        plan = plan_at(size)
+        write = {"median_ms": macs_law(plan), "p90_ms": macs_law(plan), "identity": latency_watch.cache_identity(plan)}
+        import json
+
+        (cache / f"{plan.network.key}.json").write_text(json.dumps(write))
+    (cache / "stray.json").write_text("{not json")  # a torn write: skipped
+    (cache / "old.json").write_text('{"median_ms": 3.0}')  # no identity (an older optiseg): skipped
+    lines: list[str] = []
+    watch = LatencyWatch(study, LatencyConfig(), log=lines.append, reference=lambda: None, cache=cache)
+    model = watch.model("device")
+    assert model.samples == 8 and any("8 of earlier studies" in line for line in lines)
+    far = plan_at(RESOLUTIONS[10])
+    assert watch.predict(far).median_ms == pytest.approx(macs_law(far), rel=0.15)
+    assert LatencyWatch(study, LatencyConfig(), log=lines.append, reference=lambda: None, cache=cache).model("int8").samples == 0

@@ -26,12 +26,13 @@ def study(tmp_path):
 def test_every_mode_follows_the_protocol_and_its_plans_have_distinct_keys(name):
     mode = get_mode(name)
     assert isinstance(mode, DeploymentMode) and mode.description and mode.knobs
-    knobs = {knob: values[0] for knob, values in mode.knobs.items()}
+    knobs = {knob: values[-1] for knob, values in mode.knob_values(NETWORK).items()}
     plan = mode.plan(NETWORK, knobs)
-    assert plan.mode == name and plan.network == NETWORK and mode_for(plan.knob_dict) is mode
+    assert plan.mode == name and plan.network == NETWORK and mode_for({"mode": mode.family, **plan.knob_dict}) is mode
     assert plan.key.startswith(NETWORK.key + "@") and "/" not in plan.key and " " not in plan.key
     assert DeploymentPlan.from_dict(plan.as_dict()) == plan
-    keys = {get_mode(other).plan(NETWORK, {k: v[0] for k, v in get_mode(other).knobs.items()}).key for other in list_modes()}
+    keys = {get_mode(other).plan(NETWORK, {k: v[-1] for k, v in get_mode(other).knob_values(NETWORK).items()}).key
+            for other in list_modes()}
     assert len(keys) == len(list_modes())
 
 
@@ -48,7 +49,7 @@ def test_network_keys_are_one_identity_and_values_keep_one_form():
 @pytest.mark.parametrize("name", list_modes())
 def test_a_record_round_trips_through_the_storage(study, name):
     mode = get_mode(name)
-    plan = mode.plan(NETWORK, {k: v[0] for k, v in mode.knobs.items()})
+    plan = mode.plan(NETWORK, {k: v[-1] for k, v in mode.knob_values(NETWORK).items()})
     evaluation = Evaluation(
         metrics={"iou": 0.91, "latency_ms": 1.5, "device_mb": 2.25, "params": 12345},
         per_class_iou={"background": 0.99, "box": 0.91},

@@ -56,21 +56,29 @@ def test_reference_latency():
 
 
 def test_front_agrees_with_optuna_best_trials():
+    from optiseg.plans import Evaluation
+    from optiseg.records import COMPLETE, TOO_SLOW, TrialRecord, TrialWriter
+
     study = optuna.create_study(directions=["maximize", "minimize"])
     rng = np.random.default_rng(3)
-    for i in range(30):
+    for i in range(31):
         trial = study.ask()
+        plan = TrialRecord.make(i, COMPLETE, model="fastscnn", knobs={"a": 1}, resolution=str(64 + 32 * i)).plan
         iou, lat = float(rng.uniform(0.5, 1)), float(rng.uniform(1, 100))
-        trial.set_user_attr("iou", iou)
-        trial.set_user_attr("latency_ms", lat)
-        trial.set_user_attr("candidate", f"c{i}")
-        trial.set_constraint("latency_ms", lat - 80.0)
-        study.tell(trial, [iou, lat])
-    trial = study.ask()
-    trial.set_user_attr("latency_ms", 150.0)
-    trial.set_constraint("latency_ms", 70.0)
-    study.tell(trial, state=TrialState.PRUNED)
+        writer = TrialWriter(trial)
+        writer.start(plan, f"candidates/c{i}", "test")
+        if i < 30:
+            writer.evaluate(Evaluation(metrics={"iou": iou, "latency_ms": lat}))
+            writer.constraint("max_latency_ms", lat - 80.0)
+            writer.status(COMPLETE)
+            study.tell(trial, [iou, lat])
+        else:
+            writer.evaluate(Evaluation(metrics={"latency_ms": 150.0}))
+            writer.constraint("max_latency_ms", 70.0)
+            writer.status(TOO_SLOW)
+            study.tell(trial, state=TrialState.PRUNED)
     records = load_records(study)
+    assert len({r.plan_key for r in records}) == 31
     assert records[-1].status == "too_slow" and records[-1].iou is None and not records[-1].feasible
     assert sorted(r.number for r in pareto_front(records)) == sorted(t.number for t in study.best_trials)
 

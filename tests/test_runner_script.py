@@ -129,6 +129,7 @@ def test_statistics_agree_with_numpy():
 
 
 def test_imports_only_the_standard_library_numpy_and_onnxruntime():
+    siblings = {path.stem for path in SCRIPT.parent.glob("*.py")}
     tree = ast.parse(SCRIPT.read_text())
     imported = set()
     for node in ast.walk(tree):
@@ -136,6 +137,19 @@ def test_imports_only_the_standard_library_numpy_and_onnxruntime():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported - set(sys.stdlib_module_names) == set(), imported  # optiseg would show up here
+    assert imported - set(sys.stdlib_module_names) == {"tensor_codec"}, imported  # optiseg would show up here
+    assert "tensor_codec" in siblings  # shipped next to it (and uploaded with it)
     # numpy and onnxruntime are imported by name in import_runtime(), so that their absence can be reported
     assert '("numpy", "onnxruntime")' in SCRIPT.read_text()
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPT.parent.glob("*.py") if p.name != "__init__.py"))
+def test_every_device_side_script_needs_only_numpy_onnxruntime_pillow_and_its_siblings(script):
+    siblings = {path.stem for path in SCRIPT.parent.glob("*.py")}
+    imported = set()
+    for node in ast.walk(ast.parse((SCRIPT.parent / script).read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add((node.module or "").split(".")[0])
+    assert imported - set(sys.stdlib_module_names) - {"numpy", "onnxruntime", "PIL"} - siblings == set(), imported

@@ -90,6 +90,7 @@ def test_measure_before_train_front_and_deploy(cli, tmp_path, data_root):
     assert front["trials"] and all(t["feasible"] for t in front["trials"])
     everything = cli("front", str(config), "--all", "--csv").stdout.splitlines()
     assert everything[0].startswith("trial,status,plan,mode,precision,model,resolution") and len(everything) == 4
+    assert "device_latency_ms" in everything[0].split(",")  # every named metric a trial recorded
 
     refused = cli("deploy", str(tmp_path / "runs" / "e2e"), "--trial", str(slow.number), "-o", str(tmp_path / "d1"))
     assert refused.returncode == 2 and "too slow" in refused.stderr and "Traceback" not in refused.stderr

@@ -17,6 +17,7 @@ from optiseg.models import list_models
 from optiseg.network import Network
 from optiseg.split import (
     cut_points,
+    plan_cuts,
     export_split,
     find_cut,
     iou_with_codec,
@@ -41,8 +42,9 @@ def test_every_registered_model_has_a_small_sample():
 def test_head_then_tail_is_the_whole_network_at_every_cut(name, size, tmp_path):
     network = Network.create(name, SMALL[name], size)
     model = network.build()
-    cuts = cut_points(network, model)
-    assert cuts, f"{name} declares no cut point"
+    assert cut_points(network, model), f"{name} declares no cut point"
+    cuts = plan_cuts(network, model)  # the model's cuts, and `server`: the image crosses, the tail is the whole network
+    assert cuts[0].after == "server" and cuts[0].names == ("image",) and cuts[1:] == cut_points(network, model)
     x = torch.randn(*network.input_shape, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         whole = model.eval()(x).numpy()
@@ -240,7 +242,9 @@ def test_split_command_table(capsys):
         (["--model", "unet", "--resolution", "64", "--bits", "16,12"], "choose from 32, 16, 8, 4"),
         (["--model", "unet", "--resolution", "64", "--bits", "x"], "--bits 'x' is invalid"),
         (["--model", "unet", "--resolution", "64", "--fps", "0"], "must be > 0"),
-        (["--model", "unet", "--resolution", "64", "--config", "study.yaml"], "--config is not available yet"),
+        (["--model", "unet", "--resolution", "64", "--classes", "5000"], "--classes 5000 is invalid"),
+        (["--model", "unet", "--resolution", "64", "--link-mbps", "inf"], "--link-mbps inf is invalid"),
+        (["--model", "unet", "--resolution", "64", "--config", "no-such-study.yaml"], "does not exist"),
     ],
 )
 def test_split_command_bad_input_exits_2(args, fragment, capsys):
@@ -253,6 +257,25 @@ def test_split_command_exit_2_is_one_line_in_a_real_process(cli):
     result = cli("split", "--model", "unet", "--resolution", "64", "--bits", "3")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "bits 3 invalid" in result.stderr and not result.stdout
+
+
+def test_split_command_measures_every_plan_on_the_configs_device_server_and_link(tmp_path, capsys):
+    measure = {"threads": 1, "warmup": 1, "min_runs": 3, "min_seconds": 0}
+    config = tmp_path / "study.yaml"
+    config.write_text(f"data: {{root: data}}\ndevice: {{kind: local, measure: {measure}}}\n")
+    assert main(["split", "--model", "fastscnn", "--knobs", "a=0.125,t=1,r=1", "--resolution", "64", "--config", str(config)]) == 2
+    assert "has no server: and no link: section" in capsys.readouterr().err
+    config.write_text(config.read_text() + f"server: {{kind: local, measure: {measure}}}\nlink: {{uplink_mbps: 10, rtt_ms: 5}}\n")
+    assert main(["split", "--model", "fastscnn", "--knobs", "a=0.125,t=1,r=1", "--resolution", "64", "--bits", "32,4",
+                 "--config", str(config), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)["measured"]
+    plans = {(p["cut"], p["bits"]): p for p in measured["plans"]}
+    assert set(plans) == {(c, b) for c in ("server", "learning_to_downsample", "bottlenecks1", "bottlenecks2", "bottlenecks3",
+                                          "pyramid_pooling", "feature_fusion") for b in (32, 4)}
+    for plan in plans.values():
+        assert plan["link_ms"] == pytest.approx(plan["link_bytes"] * 8 / 10e3 + plan["mask_bytes"] * 8 / 10e3 + 5)
+        assert plan["latency_ms"] == pytest.approx(plan["device_latency_ms"] + plan["link_ms"] + plan["server_latency_ms"])
+    assert plans[("server", 4)]["link_bytes"] < plans[("server", 32)]["link_bytes"] / 6 and measured["all_on_device_ms"] > 0
 
 
 def test_messages_cross_a_socket_whole_and_a_clean_close_is_none():

@@ -35,7 +35,7 @@ def test_a_minimal_config_gets_sensible_defaults(tmp_path):
 @pytest.mark.parametrize(
     "changes,fragments",
     [
-        ({"modle": "fastscnn"}, ["unknown key 'modle'", "did you mean 'model'?"]),
+        ({"modle": "fastscnn"}, ["unknown key 'modle'", "did you mean 'mode' or 'model'?"]),
         ({"model": "fastscn"}, ["model = 'fastscn'", "did you mean 'fastscnn'?"]),
         ({"effort": "advanced"}, ["effort = 'advanced'", "beginner", "intermediate", "expert"]),
         ({"constraints": {"max_latency_ms": -3}}, ["constraints.max_latency_ms = -3", "greater than 0"]),

@@ -17,8 +17,9 @@ DEVICE_HELP = (
 def register(subparsers: argparse._SubParsersAction) -> None:
     device = subparsers.add_parser(
         "device",
-        help="check a device, or trust its SSH host key",
-        description="Check that a device can measure models, or record its SSH host key in known_hosts.",
+        help="check a device, trust its SSH host key, or measure the link to it",
+        description="Check that a device can measure models, record its SSH host key in known_hosts, or measure "
+        "the link (bandwidth, round-trip time) to it.",
     )
     device.set_defaults(handler=lambda args: device.print_help() or 2)
     actions = device.add_subparsers(title="actions", metavar="ACTION")
@@ -60,6 +61,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     trust.add_argument("--yes", action="store_true", help="do not ask for confirmation (only for a key you checked)")
     _add_host_options(trust)
     trust.set_defaults(handler=run_trust)
+
+    link = actions.add_parser(
+        "link-test",
+        help="measure bandwidth each way and round-trip time to a host over SSH; write them as a config's link:",
+        description=(
+            "Measure the link between this machine and a host over SSH: the round-trip time of small messages, then "
+            "the time to send --mb megabytes up and to receive as many down (bounded: one command each on the host). "
+            "The figures go through SSH's encryption, a lower bound of what the split and cascade deploy scripts get "
+            "over plain TCP. With --write the result becomes the `link:` section of a study config (its comments and "
+            "the rest of the file are kept). Given a study config, the host is its server: section (else its device:)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  optiseg device link-test gpu-server.local\n"
+            "  optiseg device link-test study.yaml --write study.yaml\n"
+            "  optiseg device link-test user@10.0.0.5:2222 --mb 32 --rounds 50 --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    link.add_argument("device", metavar="NAME|CONFIG", help=DEVICE_HELP)
+    link.add_argument("--mb", type=float, default=8.0, help="megabytes (10^6 bytes) sent each way (default 8, at most 1000)")
+    link.add_argument("--rounds", type=int, default=20, help="round trips timed for the RTT (default 20, 3 to 1000)")
+    link.add_argument("--write", type=Path, metavar="CONFIG", help="write the result as the link: section of this study config")
+    link.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _add_host_options(link)
+    link.set_defaults(handler=run_link_test)
 
     bench = subparsers.add_parser(
         "bench",
@@ -262,6 +289,58 @@ def run_trust(args: argparse.Namespace) -> int:
     if declined:
         raise UsageError(f"not trusted: {', '.join(declined)}; optiseg will refuse to connect to it")
     return 0
+
+
+def run_link_test(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from ..config import write_section
+    from ..devices import make_runner
+    from ..errors import UsageError
+
+    if not 0.1 <= args.mb <= 1000:
+        raise UsageError(f"--mb {args.mb:g} is invalid: send between 0.1 and 1000 MB each way (e.g. --mb 8)")
+    if not 3 <= args.rounds <= 1000:
+        raise UsageError(f"--rounds {args.rounds} is invalid: time between 3 and 1000 round trips (e.g. --rounds 20)")
+    config = _device_config(args.device, None, args) if not _is_study_config(args.device) else _remote_section(Path(args.device))
+    if config.kind != "ssh" or config.pool:
+        raise UsageError("a link test needs one SSH host (a name such as gpu-server.local, or a config whose server: "
+                         "or device: section names one host); `local` has no link to measure")
+    with make_runner(config) as runner, stderr_console().status(escape(f"measuring the link to {runner.label}")):
+        found = runner.link_test(int(args.mb * 1e6), args.rounds)
+    section = {"uplink_mbps": round(found.uplink_mbps, 3), "downlink_mbps": round(found.downlink_mbps, 3),
+               "rtt_ms": round(found.rtt_ms, 3), "measured": found.describe()}
+    if args.write is not None:
+        write_section(args.write, "link", section)
+    if args.json:
+        print_json({**found.as_dict(), "link": section, "written_to": str(args.write) if args.write else None})
+        return 0
+    _print_rows(f"link to {found.host}", [
+        ("uplink", f"{found.uplink_mbps:,.1f} Mbit/s ({found.bytes_each_way / 1e6:g} MB sent)"),
+        ("downlink", f"{found.downlink_mbps:,.1f} Mbit/s ({found.bytes_each_way / 1e6:g} MB received)"),
+        ("round trip", f"{found.rtt_ms:.2f} ms median, {found.rtt_p90_ms:.2f} ms p90 ({found.rounds} rounds)"),
+    ])
+    if args.write is not None:
+        stdout_console().print(escape(f"wrote link: to {args.write}"))
+    else:
+        stdout_console().print(escape(f"as a config section (or run again with --write CONFIG):\nlink: {section}"))
+    return 0
+
+
+def _is_study_config(text: str) -> bool:
+    path = Path(text).expanduser()
+    return path.is_file() and text.endswith((".yaml", ".yml"))
+
+
+def _remote_section(path: Path):
+    """The server: section of a study config if it has one, else its device: section."""
+    from ..config import read_yaml
+    from ..config.device import load_device_config, parse_device_config
+
+    raw = read_yaml(path)
+    if raw.get("server") is not None:
+        return parse_device_config(raw["server"], str(path), path.resolve().parent, prefix="server")
+    return load_device_config(path)
 
 
 def _confirm(question: str) -> bool:

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     front.add_argument("study", type=Path, help="study folder (e.g. runs/quickstart) or the study's config file")
     front.add_argument("--all", action="store_true", help="every trial with its status and cause, not only the front")
     front.add_argument("--mode", action="append", metavar="MODE",
-                       help="only plans of this deployment mode or precision (device, int8, fp32; repeatable)")
+                       help="only plans of this deployment mode or precision (device, int8, split, fp32; repeatable)")
     output = front.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object")
     output.add_argument("--csv", action="store_true", help="CSV on stdout")
@@ -111,8 +111,10 @@ def _print_summary(summary) -> None:
     from ..search.progress import format_duration, front_table
 
     counts = summary.counts
-    parts = [f"{counts.get('complete', 0)} plans complete ({counts.get('networks_trained', 0)} networks trained)",
-             f"{counts.get('too_slow', 0)} too slow"]
+    trained = f"{counts.get('networks_trained', 0)} networks trained"
+    if counts.get("training_compute_macs"):
+        trained += f": {counts['training_compute_macs'] / 1e15:.3g} PMAC, {format_duration(counts.get('training_seconds') or 0)}"
+    parts = [f"{counts.get('complete', 0)} plans complete ({trained})", f"{counts.get('too_slow', 0)} too slow"]
     for key, label in (("failed", "failed"), ("interrupted", "interrupted"), ("skipped", "skipped"), ("imported", "imported")):
         if counts.get(key):
             parts.append(f"{counts[key]} {label}")
@@ -180,9 +182,29 @@ def _front_rows(trial_records, ties=None):
     return rows
 
 
+def _csv(rows) -> str:
+    """FRONT_COLUMNS, then every other named metric any row has, then ``iou[<class>]`` per class."""
+    from ..plans import METRICS
+
+    metrics = [name for name in METRICS if name not in FRONT_COLUMNS and any(name in row["metrics"] for row in rows)]
+    classes = list(dict.fromkeys(name for row in rows for name in row["per_class_iou"]))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*FRONT_COLUMNS, *metrics, *(f"iou[{c}]" for c in classes)],
+                            extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({
+            **row, **{name: row["metrics"].get(name) for name in metrics},
+            **{f"iou[{c}]": row["per_class_iou"].get(c) for c in classes},
+            "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items()),
+            "tied_with": ";".join(str(n) for n in row["tied_with"]),
+        })
+    return buffer.getvalue()
+
+
 def run_front(args: argparse.Namespace) -> int:
     from .. import records as store
-    from ..results import confirmed_front, load_records
+    from ..results import confirmed_front, load_records, training_totals
     from ..search import open_existing_study
     from ..search.objectives import objectives_from
     from ..search.progress import front_table
@@ -193,19 +215,22 @@ def run_front(args: argparse.Namespace) -> int:
     front = confirmed_front(trial_records, objectives)  # without revisions, exactly the point-value front
     chosen = sorted(trial_records, key=lambda r: r.number) if args.all else front.members
     if args.mode:
+        from ..errors import UsageError, did_you_mean
+        from ..modes import list_modes, placement_modes
+        from ..plans import DEPLOYMENT_KNOBS
+
+        known = list(dict.fromkeys([*list_modes(), *placement_modes(), *DEPLOYMENT_KNOBS["precision"]]))
+        for name in args.mode:
+            if name not in known:
+                raise UsageError(f"--mode {name!r} is not a mode{did_you_mean(name, known)}; modes and precisions: {', '.join(known)}")
         chosen = [r for r in chosen if r.mode in args.mode or r.precision in args.mode]
     rows = _front_rows(chosen, front.ties)
     if args.json:
         print_json({"study": handle.name, "folder": str(handle.paths.folder),
-                    "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives], "trials": rows})
+                    "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives],
+                    "training": training_totals(trial_records), "trials": rows})
     elif args.csv:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FRONT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items()),
-                             "tied_with": ";".join(str(n) for n in row["tied_with"])})
-        sys.stdout.write(buffer.getvalue())
+        sys.stdout.write(_csv(rows))
     else:
         title = f"{handle.name}: {'all trials' if args.all else f'Pareto front ({len(chosen)} of {len(trial_records)} trials)'}"
         table = front_table(chosen, title=title, show_status=args.all, ties=front.ties)

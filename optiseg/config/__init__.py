@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ._base import ConfigPath, Section, format_validation_error, resolve_path
+from ._edit import write_section
 from .confirm import ConfirmConfig
 from .data import SYNTHETIC_CLASSES, DataConfig, SyntheticData
 from .device import DeviceConfig, MeasureSettings, SSHHost
@@ -48,6 +49,7 @@ __all__ = [
     "parse_duration",
     "read_yaml",
     "resolve_path",
+    "write_section",
 ]
 
 

@@ -127,12 +127,12 @@ class DeviceConfig(Section):
         )
 
 
-def parse_device_config(raw: Any, source: str, base_dir: Path) -> DeviceConfig:
-    """Validate a `device:` mapping; errors name ``source`` and the key path (``device.port``)."""
+def parse_device_config(raw: Any, source: str, base_dir: Path, prefix: str = "device") -> DeviceConfig:
+    """Validate a `device:` mapping (or a `server:` one, with ``prefix``); errors name ``source`` and the key path."""
     try:
         return DeviceConfig.model_validate({} if raw is None else raw, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise format_validation_error(exc, DeviceConfig, source, prefix="device") from None
+        raise format_validation_error(exc, DeviceConfig, source, prefix=prefix) from None
 
 
 def load_device_config(path: str | Path) -> DeviceConfig:

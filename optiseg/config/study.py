@@ -205,9 +205,9 @@ class StudyConfig(Section):
 
     @model_validator(mode="after")
     def _server_for_remote_modes(self) -> "StudyConfig":
-        from ..modes import get_mode
+        from ..modes import modes_of_family
 
-        remote = [name for name in self.mode if getattr(get_mode(name), "needs_server", False)]
+        remote = [name for name in self.mode if any(mode.needs_server for mode in modes_of_family(name))]
         missing = [key for key, value in (("server", self.server), ("link", self.link)) if value is None]
         if remote and missing:
             raise ValueError(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config.device import DeviceConfig
 from ..errors import UsageError
-from ._base import DeviceFacts, LatencyResult, Runner
+from ._base import CodecStep, DeviceFacts, LatencyResult, Runner
 from ._script import device_key
 from .local import LocalRunner
 from .pool import DeviceLock, DevicePool
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .ssh import SSHRunner
 
 __all__ = [
+    "CodecStep",
     "DeviceFacts",
     "DeviceLock",
     "DevicePool",

@@ -75,6 +75,7 @@ class LatencyResult:
     device_key: str
     model_sha256: str
     facts: DeviceFacts
+    codec: dict[str, Any] | None = None  # each run also encoded its outputs / decoded its inputs (split plans)
 
     @property
     def fps(self) -> float:
@@ -91,6 +92,26 @@ class LatencyResult:
         values = _known_fields(cls, data)
         values["facts"] = DeviceFacts.from_dict(dict(values.get("facts") or {}))
         return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecStep:
+    """What a split part does on the link in each timed run: ``encode`` its outputs or ``decode`` its inputs, at ``bits``."""
+
+    step: str  # "encode" | "decode"
+    bits: int
+
+    def __post_init__(self) -> None:
+        if self.step not in ("encode", "decode") or self.bits not in (32, 16, 8, 4):
+            raise ValueError(f"codec step {self.step!r} at {self.bits!r} bits: use encode or decode at 32, 16, 8 or 4")
+
+    def arguments(self) -> list[str]:
+        return [f"--{self.step}-bits", str(self.bits)]
+
+    @property
+    def suffix(self) -> str:
+        """For cache names: the same graph timed with and without its codec step are two figures."""
+        return f"+{self.step}{self.bits}"
 
 
 @runtime_checkable
@@ -111,8 +132,8 @@ class Runner(Protocol):
         """Reach the device now (otherwise the first ``measure`` does), so configuration errors surface early."""
         ...
 
-    def measure(self, onnx_path: str | os.PathLike) -> LatencyResult:
-        """Time the model on the device and return the figures."""
+    def measure(self, onnx_path: str | os.PathLike, codec: CodecStep | None = None) -> LatencyResult:
+        """Time the model on the device and return the figures (with ``codec``: each run encodes or decodes too)."""
         ...
 
     def check(self) -> dict[str, Any]:

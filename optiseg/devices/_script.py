@@ -14,6 +14,8 @@ from ..errors import DeviceError
 from ._base import DeviceFacts, LatencyResult
 
 SCRIPT_NAME = "measure_onnx.py"
+CODEC_NAME = "tensor_codec.py"  # imported by the script for --encode-bits / --decode-bits
+RUNNER_FILES = (SCRIPT_NAME, CODEC_NAME)
 # Exit statuses of the wrapper that runs the script on a device (see ssh.py).
 STATUS_NO_TIMEOUT_TOOL = 90
 STATUS_NO_PYTHON = 91
@@ -23,19 +25,20 @@ CRASH_SIGNALS = ("SIGSEGV", "SIGILL", "SIGBUS", "SIGABRT", "SIGFPE")
 VENV = "~/optiseg-venv"
 
 
-def script_source() -> bytes:
-    """The bytes of ``measure_onnx.py``, shipped inside the package as ``optiseg._runners``."""
-    return resources.files("optiseg._runners").joinpath(SCRIPT_NAME).read_bytes()
+def script_source(name: str = SCRIPT_NAME) -> bytes:
+    """The bytes of a device-side file (``measure_onnx.py`` or its codec), shipped inside the package as ``optiseg._runners``."""
+    return resources.files("optiseg._runners").joinpath(name).read_bytes()
 
 
-def script_arguments(settings: MeasureSettings) -> list[str]:
-    """Command-line arguments of the script for one measurement (after the model path)."""
+def script_arguments(settings: MeasureSettings, codec=None) -> list[str]:
+    """Command-line arguments of the script for one measurement (after the model path); ``codec``: a CodecStep."""
     return [
         "--threads", str(settings.threads or 0),
         "--warmup", str(settings.warmup),
         "--min-runs", str(settings.min_runs),
         "--min-seconds", repr(float(settings.min_seconds)),
         "--graph-optimization", settings.graph_optimization,
+        *(codec.arguments() if codec is not None else ()),
     ]  # fmt: skip
 
 
@@ -202,6 +205,7 @@ def latency_result(payload: dict[str, Any], *, device_key: str, model_sha256: st
         device_key=device_key,
         model_sha256=model_sha256,
         facts=DeviceFacts.from_dict(payload["facts"]),
+        codec=payload.get("codec"),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from .._runners.measure_onnx import THREAD_VARIABLES
 from ..config.device import DeviceConfig
 from ..errors import DeviceError
-from ._base import LatencyResult
+from ._base import CodecStep, LatencyResult
 from ._model import inspect_model
 from ._script import SCRIPT_NAME, ScriptContext, device_key, latency_result, parse_output, script_arguments, timeout_error
 
@@ -45,12 +45,12 @@ class LocalRunner:
 
         require_ready(self.check(), uploads=False)
 
-    def measure(self, onnx_path: str | os.PathLike) -> LatencyResult:
+    def measure(self, onnx_path: str | os.PathLike, codec: CodecStep | None = None) -> LatencyResult:
         """Time the model in a child process (see :class:`LatencyResult` for the figures)."""
         started = time.perf_counter()
         model = inspect_model(onnx_path)
         with self._lock:
-            payload = self._run([str(model.path), *script_arguments(self.config.measure)])
+            payload = self._run([str(model.path), *script_arguments(self.config.measure, codec)])
         return latency_result(
             payload, device_key=self.device_key, model_sha256=model.sha256, wall_s=time.perf_counter() - started
         )

@@ -36,9 +36,10 @@ import paramiko
 from ..config.device import DeviceConfig
 from ..errors import DeviceError
 from . import hostkeys
-from ._base import LatencyResult
+from ._base import CodecStep, LatencyResult
 from ._model import ModelFile, inspect_model
 from ._script import (
+    RUNNER_FILES,
     SCRIPT_NAME,
     STATUS_TIMED_OUT,
     STATUS_NO_PYTHON,
@@ -140,15 +141,27 @@ class SSHRunner:
         with self._lock:
             self._attempts("connecting", self._verify)
 
-    def measure(self, onnx_path: str | os.PathLike) -> LatencyResult:
+    def measure(self, onnx_path: str | os.PathLike, codec: CodecStep | None = None) -> LatencyResult:
         """Time the model on the device (see :class:`LatencyResult` for the figures)."""
         started = time.perf_counter()
         model = inspect_model(onnx_path)
         with self._lock:
-            payload = self._attempts(f"measuring {model.path.name}", lambda: self._verify() or self._measure_once(model))
+            payload = self._attempts(f"measuring {model.path.name}", lambda: self._verify() or self._measure_once(model, codec))
         return latency_result(
             payload, device_key=self.device_key, model_sha256=model.sha256, wall_s=time.perf_counter() - started
         )
+
+    def link_test(self, nbytes: int = 8_000_000, rounds: int = 20):
+        """Round-trip time and bandwidth each way between this machine and the device (see :mod:`.link`)."""
+        from .link import measure_link
+
+        with self._lock:
+            self._attempts("connecting", self._ensure_connected)
+            assert self._client is not None
+            transport = self._client.get_transport()
+            seconds = self.config.command_timeout
+            return self._remote("testing the link", seconds,
+                                lambda: measure_link(transport, self.target.where, nbytes, rounds, self.config.connect_timeout))
 
     def check(self) -> dict[str, Any]:
         """The device's facts for `optiseg device check`; a missing interpreter is reported, not raised."""
@@ -535,14 +548,15 @@ class SSHRunner:
             )
 
     def _upload_script(self) -> None:
-        source = script_source()
-        temporary = self._put(source, SCRIPT_NAME)
-        script = f"cd {shlex.quote(self._workdir or '')} || exit {STATUS_STORE_FAILED}\n"
-        script += self._store_lines(temporary, SCRIPT_NAME, _sha256(source))
-        status, _, err = self._run(script, self.config.command_timeout, f"storing {SCRIPT_NAME}")
-        self._raise_for_store(status, err, SCRIPT_NAME)
-        if status != 0:
-            raise DeviceError(f"cannot store {SCRIPT_NAME} on {self.target.where}: {err.strip() or status}")
+        for name in RUNNER_FILES:
+            source = script_source(name)
+            temporary = self._put(source, name)
+            script = f"cd {shlex.quote(self._workdir or '')} || exit {STATUS_STORE_FAILED}\n"
+            script += self._store_lines(temporary, name, _sha256(source))
+            status, _, err = self._run(script, self.config.command_timeout, f"storing {name}")
+            self._raise_for_store(status, err, name)
+            if status != 0:
+                raise DeviceError(f"cannot store {name} on {self.target.where}: {err.strip() or status}")
 
     def _script_command(self, arguments: list[str], *, require_timeout: bool, before: str = "") -> str:
         """The shell script that runs ``measure_onnx.py`` in the folder under the device's ``timeout``
@@ -580,14 +594,14 @@ class SSHRunner:
             killed_by = status - 128
         return status, out, err, killed_by
 
-    def _measure_once(self, model: ModelFile) -> dict[str, Any]:
+    def _measure_once(self, model: ModelFile, codec: CodecStep | None = None) -> dict[str, Any]:
         """Upload the model unless it is already there, then check, rename and time it in one command."""
         name = f"model-{model.sha256[:16]}.onnx"
         store = ""
         if self._model_on_device != name:
             store = self._store_lines(self._put(model, name), name, model.sha256, previous=self._model_on_device)
             self._model_on_device = None
-        command = self._script_command([name, *script_arguments(self.config.measure)], require_timeout=True, before=store)
+        command = self._script_command([name, *script_arguments(self.config.measure, codec)], require_timeout=True, before=store)
         status, out, err, killed_by = self._run_script(command, f"measuring {model.path.name}")
         self._raise_for_store(status, err, name)
         self._model_on_device = name

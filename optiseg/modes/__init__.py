@@ -47,17 +47,30 @@ def modes_of_family(family: str) -> list[DeploymentMode]:
 
 
 def mode_for(knobs: Mapping[str, Any]) -> DeploymentMode:
-    """The mode whose deployment knobs take these values (e.g. ``precision: int8`` -> the INT8 mode)."""
-    for mode in _REGISTRY.values():
-        if all(knobs.get(name, values[0]) in values for name, values in mode.knobs.items()) and all(
-            name in mode.knobs for name in knobs
+    """The mode that deploys a plan with these deployment knobs.
+
+    ``mode`` names the family (default ``device``); within it, the mode whose knobs take the
+    other values (``precision: int8`` -> the INT8 mode). A knob whose values are an empty
+    tuple takes any value (split's ``cut``: the network's own cut points).
+    """
+    family = str(knobs.get("mode", "device"))
+    rest = {name: value for name, value in knobs.items() if name != "mode"}
+    candidates = modes_of_family(family)
+    if not candidates:
+        raise UsageError(f"unknown deployment mode {family!r}{did_you_mean(family, placement_modes())}; "
+                         f"modes: {', '.join(placement_modes())}")
+    for mode in candidates:
+        if all(name in mode.knobs for name in rest) and all(
+            not values or rest.get(name, values[0]) in values for name, values in mode.knobs.items()
         ):
             return mode
-    raise UsageError(f"no deployment mode takes {dict(knobs)}; modes: " + "; ".join(
-        f"{m.name} ({', '.join(f'{k}: {list(v)}' for k, v in m.knobs.items())})" for m in _REGISTRY.values()))
+    def takes(mode) -> str:
+        return ", ".join(f"{k} in {list(v) or 'the values of the network'}" for k, v in mode.knobs.items()) or "no knobs"
+
+    raise UsageError(f"no {family} mode takes {rest}; " + "; ".join(f"{m.name}: {takes(m)}" for m in candidates))
 
 
-from . import device, int8  # noqa: E402,F401  (registers the modes)
+from . import device, int8, split  # noqa: E402,F401  (registers the modes)
 
 __all__ = ["Artifact", "DeploymentMode", "ModeContext", "get_mode", "list_modes", "mode_for", "modes_of_family",
            "placement_modes", "register_mode"]

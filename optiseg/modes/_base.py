@@ -3,7 +3,8 @@
 Life cycle (the orchestrator, :func:`optiseg.search.trial.evaluate`, calls, per trial):
 
 1. ``mode.plan(network, knobs)``: the :class:`DeploymentPlan` of ``network`` with
-   the mode's deployment ``knobs`` (pure; no file is touched).
+   the mode's deployment ``knobs`` (pure; no file is touched). ``mode.knob_values(network)``
+   says which values each knob takes for that network (the search space draws from them).
 2. ``mode.cost(plan, context)`` **before any training**: build what the plan
    deploys from the *untrained* network(s) (the graph, hence its speed and
    size, does not depend on the weights) and measure it on its runner(s).
@@ -25,7 +26,15 @@ Life cycle (the orchestrator, :func:`optiseg.search.trial.evaluate`, calls, per 
 7. ``mode.timed_model(plan, network_folder)``: the model file whose latency is the
    plan's ``latency_ms`` (what ``quality`` measured last, else what ``cost`` measured).
    Confirmation rounds (:mod:`optiseg.search.confirm`) time it again, after the
-   trial finished; it must be a file the study folder keeps.
+   trial finished; it must be a file the study folder keeps. ``None`` for a plan
+   whose latency is not one graph on the device (a split plan: two graphs and a link).
+
+Attributes: ``name`` (the plan's mode), ``family`` (the name a study's ``mode:``
+lists; ``device`` covers FP32 and INT8), ``knobs`` (deployment knobs with every
+value; an empty tuple: values that depend on the network, e.g. split's ``cut``),
+``needs_server`` (a part runs on the study's ``server:``, over its ``link:``), and
+``latency_is_one_model`` (``latency_ms`` is one graph timed on the device: the
+latency model may predict it and check it).
 
 A mode raises :class:`~optiseg.errors.OptisegError` for a plan that cannot be
 built or loaded; that fails the trial, never the study.
@@ -46,10 +55,21 @@ from ..quantize import QuantizationSettings
 
 @dataclass
 class ModeContext:
-    """What a mode may use. ``measure(onnx, local_file, shared_name)`` times a model on the device (cached)."""
+    """What a mode may use.
+
+    ``measure(onnx, local_file, shared_name, codec=None)`` times a model on the device (kept in
+    ``local_file`` and, under ``shared_name``, in the device's latency cache; a figure found there is
+    not measured again); ``measure_server`` does the same on the study's server (``None`` without one).
+    ``codec`` (a :class:`~optiseg.devices.CodecStep`) adds the link's encoding or decoding to each run.
+    ``link`` is the study's :class:`~optiseg.config.LinkConfig` (``None`` without one).
+    """
 
     network_folder: NetworkFolder
-    measure: Callable[[Path, Path, str | None], dict[str, Any]]
+    measure: Callable[..., dict[str, Any]]
+    measure_server: Callable[..., dict[str, Any]] | None = None
+    link: Any = None  # LinkConfig
+    device_label: str = "device"
+    server_label: str = "server"
     dataset: Any = None
     cache: Any = None  # DatasetCache
     class_names: list[str] | None = None
@@ -73,10 +93,12 @@ class DeploymentMode(Protocol):
 
     name: str
     description: str
-    family: str  # the name a study's `mode:` lists (device covers the FP32 and INT8 modes)
-    needs_server: bool  # a part of its plans runs on the study's `server:`, over its `link:`
-    knobs: Mapping[str, tuple[Any, ...]]  # the deployment knobs it takes, with every value
+    family: str
+    needs_server: bool
+    knobs: Mapping[str, tuple[Any, ...]]
     latency_is_one_model: bool  # its latency_ms is one graph timed on the device, which the latency model may predict
+
+    def knob_values(self, network: Network) -> Mapping[str, tuple[Any, ...]]: ...
 
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan: ...
 
@@ -86,4 +108,4 @@ class DeploymentMode(Protocol):
 
     def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]: ...
 
-    def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path: ...
+    def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path | None: ...

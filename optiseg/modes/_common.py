@@ -14,6 +14,7 @@ from ..network import Network
 from ._base import ModeContext
 
 MB = 2**20
+NOTHING_REMOTE = {"server_latency_ms": 0.0, "link_ms": 0.0, "link_bytes": 0, "uplink_mbps": 0.0}  # a plan wholly on the device
 
 
 @contextmanager
@@ -51,6 +52,7 @@ def latency_figures(latency: dict[str, Any], model_file: Path, activation_mb: fl
         "latency_ms": median,
         "latency_p90_ms": float(latency.get("p90_ms", median)),
         "device_latency_ms": median,
+        **NOTHING_REMOTE,
         "onnx_mb": onnx_mb,
         "device_mb": round(onnx_mb + activation_mb, 3),
         "fps": 1000.0 / median if median > 0 else None,

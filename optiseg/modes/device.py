@@ -22,6 +22,9 @@ class DeviceMode:
     latency_is_one_model = True  # latency_ms is one graph timed on the device (the latency model may predict it)
     knobs: Mapping[str, tuple[Any, ...]] = {"precision": ("fp32",)}
 
+    def knob_values(self, network: Network) -> Mapping[str, tuple[Any, ...]]:
+        return self.knobs
+
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:
         return DeploymentPlan(mode=self.name, networks=(network,), knobs=(("precision", "fp32"),))
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import write_json_atomic
+from ..errors import StudyError
 from ..layout import NetworkFolder
 from ..network import Network
 from ..plans import DeploymentPlan, Evaluation
@@ -38,6 +39,9 @@ class Int8Mode:
     needs_server = False
     latency_is_one_model = True  # latency_ms is one graph timed on the device (the latency model may predict it)
     knobs: Mapping[str, tuple[Any, ...]] = {"precision": ("int8",)}
+
+    def knob_values(self, network: Network) -> Mapping[str, tuple[Any, ...]]:
+        return self.knobs
 
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:
         return DeploymentPlan(mode=self.name, networks=(network,), knobs=(("precision", "int8"),))
@@ -67,7 +71,8 @@ class Int8Mode:
             return Evaluation.from_dict(stored)
         settings = context.quantization
         if trained.onnx is None:
-            raise FileNotFoundError(f"the trained FP32 model of {network.key} is missing (train/model.onnx)")
+            raise StudyError(f"the trained FP32 model of {network.key} is missing ({context.network_folder.trained_onnx})",
+                             hint="the training run did not export it; delete the network's train/ folder to train it again")
         with timed(context, "quantize_s"):
             context.stage(f"quantizing to INT8 ({settings.calibration_images} calibration images)")
             calibration = calibration_inputs(network, context, settings.calibration_images, settings.seed)
@@ -79,7 +84,7 @@ class Int8Mode:
                 folder.model, context.cache.resized("test", network.resolution), context.cache.original_masks("test"),
                 class_names=tuple(dataset.class_names), binary=dataset.binary, in_channels=network.in_channels,
             )
-        latency = context.measure(folder.model, folder.path / "latency.json", None)
+        latency = context.measure(folder.model, folder.latency, None)
         fp32_iou = trained.metrics.get("test_iou")
         metrics = {**cost.metrics, **latency_figures(latency, folder.model, cost.metrics["activation_mb"]),
                    "iou": scores.primary_iou, "miou": scores.mean_iou, "val_iou": trained.metrics.get("val_iou")}

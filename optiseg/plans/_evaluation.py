@@ -33,13 +33,18 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("latency_p90_ms", "minimize", "ms", "90th percentile of the end-to-end latency", cost=True),
     Metric("device_latency_ms", "minimize", "ms", "latency of the part that runs on the device (median)", cost=True),
     Metric("server_latency_ms", "minimize", "ms", "latency of the part that runs on the server (median)", cost=True),
-    Metric("link_bytes", "minimize", "B", "bytes per frame that cross the link between device and server", cost=True),
+    Metric("link_bytes", "minimize", "B", "bytes per frame sent from the device to the server", cost=True),
+    Metric("link_ms", "minimize", "ms", "time on the link per frame: upload, download of the result, one round trip", cost=True),
+    Metric("uplink_mbps", "minimize", "Mbit/s", "uplink bitrate at the plan's own frame rate (link_bytes x 8 x fps / 10^6)", cost=True),
     Metric("device_mb", "minimize", "MB", "memory the device needs: its model file(s) plus float32 activations", cost=True),
     Metric("onnx_mb", "minimize", "MB", "size of the model file(s) deployed on the device", cost=True),
     Metric("params", "minimize", "", "trainable parameters of the network(s)", cost=True),
     Metric("macs", "minimize", "", "multiply-accumulates per frame", cost=True),
     Metric("activation_mb", "minimize", "MB", "float32 activations of one forward pass", cost=True),
     Metric("fps", "maximize", "1/s", "frames per second at the median end-to-end latency", cost=True),
+    Metric("train_compute", "minimize", "MAC", "training compute of the plan's network: epochs run x training images x "
+           "forward multiply-accumulates per image"),
+    Metric("train_s", "minimize", "s", "wall seconds of the plan's network's training (its epochs, not the scoring)"),
 )}
 
 

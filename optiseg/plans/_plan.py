@@ -46,6 +46,12 @@ class DeploymentPlan:
         extra = "_".join(f"{name}{format_knob_value(value)}" for name, value in self.knobs if name != "precision")
         return "+".join(n.key for n in self.networks) + f"@{self.mode}" + (f"-{extra}" if extra else "")
 
+    @property
+    def label(self) -> str:
+        """The mode and its knobs, short: ``device``, ``int8``, ``split cut=bottlenecks1 bits=8``."""
+        knobs = " ".join(f"{k}={format_knob_value(v)}" for k, v in self.knobs if k != "precision")
+        return f"{self.mode}{' ' + knobs if knobs else ''}"
+
     def describe(self) -> str:
         knobs = " ".join(f"{k}={format_knob_value(v)}" for k, v in self.knobs)
         return f"{' + '.join(n.describe() for n in self.networks)} [{self.mode}{' ' + knobs if knobs else ''}]"

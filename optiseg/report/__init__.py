@@ -25,8 +25,10 @@ from .. import records as store
 from .._atomic import write_text_atomic
 from ..errors import OptisegError
 from ..layout import StudyLayout
+from ..plans import get_metric
 from ..results import TrialRecord, load_records, pareto_front
 from .data import (
+    split_tables,
     Fact,
     budget_facts,
     device_groups,
@@ -116,7 +118,11 @@ def gather_page(handle, *, study_arg: str | None = None, options: ReportOptions 
     model = space.get("model") or next((r.model for r in records if r.model), None)
     tiers = _tiers(model)
     knobs = searched_knobs(settings, records)
-    front = pareto_front(records)
+    objectives = tuple((name, get_metric(name).direction) for name in settings.get("objectives") or ("iou", "latency_ms"))
+    front = pareto_front(records, objectives)
+    if objectives != (("iou", "maximize"), ("latency_ms", "minimize")):
+        notes.append(f"The front is over the study's objectives ({', '.join(n for n, _ in objectives)}); "
+                     "the trade-off chart plots IoU against latency.")
 
     dataset, dataset_problem = (None, None)
     if options.samples and front:
@@ -146,15 +152,15 @@ def gather_page(handle, *, study_arg: str | None = None, options: ReportOptions 
         storage=handle.storage.shown,
         counts=status_counts(records),
         tradeoff=tradeoff_data(records, max_latency_ms=max_latency, min_iou=min_iou, knobs=knobs,
-                               baseline=space.get("baseline") or {}, tiers=tiers),
-        front=front_rows(records, study_arg or _shown_path(folder)),
+                               baseline=space.get("baseline") or {}, tiers=tiers, objectives=objectives),
+        front=front_rows(records, study_arg or _shown_path(folder), objectives),
         failed=failed_rows(records),
         importance=knob_importance(records, knobs),
         effects=knob_effects(records, knobs),
         samples=samples,
         samples_note=samples_note,
         curves=training_curves(front, histories),
-        hypervolume=hypervolume_data(records, max_latency),
+        hypervolume=hypervolume_data(records, max_latency, objectives),
         timing=timing_data(records),
         budget=budget_facts(records, _budget(loaded), _span_seconds(study)),
         data=_data_facts(settings, loaded, dataset),
@@ -165,6 +171,7 @@ def gather_page(handle, *, study_arg: str | None = None, options: ReportOptions 
         config_text=_read_text(config_file),
         notes=tuple(notes),
         latency_checks=latency_check_data(records, store.drift_events(study)),
+        split=split_tables(records, front),
     )
 
 

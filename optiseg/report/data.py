@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 import shlex
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any, NamedTuple
 
 from ..config import EFFORTS
 from ..models import format_knob_value
+from ..plans import get_metric
 from ..results import (
     COMPLETE,
     FAILED,
@@ -28,8 +28,11 @@ from ..results import (
     TOO_SLOW,
     TrialRecord,
     confirmed_front,
+    DEFAULT_OBJECTIVES,
     default_reference_latency,
     hypervolume_history,
+    reference_point,
+    training_totals,
     pareto_front,
 )
 
@@ -37,7 +40,6 @@ BASELINE_TIER = "baseline"
 TIER_ORDER = (BASELINE_TIER, *EFFORTS)
 TIMING_STAGES = (("profile_s", "build + profile"), ("export_s", "ONNX export"), ("measure_s", "latency"), ("train_s", "training"))
 STATUS_ORDER = (COMPLETE, TOO_SLOW, FAILED, RUNNING, SKIPPED)
-_RESOLUTION = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
 
 
 # ----------------------------------------------------------------------------------- values
@@ -73,17 +75,15 @@ def value_key(knob: str, value: Any) -> tuple:
 
 
 def _resolution(value: Any) -> tuple[int, int] | None:
+    from ..errors import UsageError
+    from ..models import parse_resolution
+
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return (int(value[0]), int(value[1]))
-    match = _RESOLUTION.match(str(value))
-    if not match:
+    try:
+        return parse_resolution(tuple(value) if isinstance(value, list) else value)
+    except (UsageError, TypeError, ValueError):
         return None
-    height = int(match.group(1))
-    return (height, int(match.group(2) or height))
 
 
 def candidate_tier(values: Mapping[str, Any], baseline: Mapping[str, Any], tiers: Mapping[str, str]) -> str:
@@ -241,9 +241,10 @@ def tradeoff_data(
     knobs: Sequence[str] = (),
     baseline: Mapping[str, Any] | None = None,
     tiers: Mapping[str, str] | None = None,
+    objectives: Sequence[tuple[str, str]] = DEFAULT_OBJECTIVES,
 ) -> TradeoffData:
     """Points of every measured trial, the Pareto front (from :func:`optiseg.results.pareto_front`) and the constraints."""
-    front_numbers = [r.number for r in pareto_front(records)]
+    front_numbers = [r.number for r in pareto_front(records, objectives)]
     on_front = set(front_numbers)
     points = {}
     for record in measured(records):
@@ -303,10 +304,11 @@ def deploy_command(study_arg: str, record: TrialRecord) -> str:
     return f"optiseg deploy {shlex.quote(study_arg)} --trial {record.number} -o {shlex.quote(target)}"
 
 
-def front_rows(records: Sequence[TrialRecord], study_arg: str) -> tuple[FrontRow, ...]:
+def front_rows(records: Sequence[TrialRecord], study_arg: str,
+               objectives: Sequence[tuple[str, str]] = DEFAULT_OBJECTIVES) -> tuple[FrontRow, ...]:
     """One row per Pareto-front trial, fastest first, with the command that deploys it."""
     rows = []
-    front = confirmed_front(records)
+    front = confirmed_front(records, objectives)
     for record in front.members:
         revision = record.evaluation.details.get("latency_revision") or {}
         confirmed = None
@@ -333,6 +335,56 @@ def front_rows(records: Sequence[TrialRecord], study_arg: str) -> tuple[FrontRow
             tied_with=front.tied_with(record.number),
         ))
     return tuple(rows)
+
+
+class SplitRow(NamedTuple):
+    """One way of running a network: all on the device, or cut at ``cut`` with ``bits`` on the link."""
+
+    trial: int
+    plan: str  # "all on device", "all on server", "after <stage>"
+    bits: int | None
+    device_ms: float | None
+    link_ms: float | None
+    server_ms: float | None
+    latency_ms: float | None
+    bytes_up: int | None
+    iou: float | None
+    on_front: bool
+
+
+class SplitTable(NamedTuple):
+    """Every plan of one network that has split plans, against its all-on-device and all-on-server plans."""
+
+    network: str
+    rows: tuple[SplitRow, ...]
+    best: int | None  # the fastest row's trial
+
+
+def split_tables(records: Sequence[TrialRecord], front: Sequence[TrialRecord]) -> tuple[SplitTable, ...]:
+    """Per network with a plan on the front and split plans: each of its evaluated plans, in the order of its cuts."""
+    on_front = {r.number for r in front}
+    front_networks = {r.candidate for r in front}
+    by_network: dict[str, list[TrialRecord]] = {}
+    for record in records:
+        if record.plan is not None and record.duplicate_of is None and record.latency_ms is not None:
+            by_network.setdefault(record.candidate, []).append(record)
+    tables = []
+    for network, plans in by_network.items():
+        if network not in front_networks or not any(r.mode == "split" for r in plans):
+            continue
+        rows = []
+        for r in sorted(plans, key=lambda r: r.number):
+            cut = r.plan.knob_dict.get("cut")
+            name = "all on device" if r.mode != "split" else ("all on server" if cut == "server" else f"after {cut}")
+            if r.mode not in ("split", "device"):
+                name = f"{name} ({r.plan.label})"
+            link = r.metric("link_bytes")
+            rows.append(SplitRow(r.number, name, r.plan.knob_dict.get("bits"), r.metric("device_latency_ms"), r.metric("link_ms"),
+                                 r.metric("server_latency_ms"), r.latency_ms, None if link is None else int(link),
+                                 r.iou, r.number in on_front))
+        best = min(rows, key=lambda row: row.latency_ms).trial if rows else None
+        tables.append(SplitTable(network, tuple(rows), best))
+    return tuple(tables)
 
 
 class FailedRow(NamedTuple):
@@ -488,18 +540,36 @@ def _medians(points: Sequence[EffectPoint], n: int) -> tuple[float | None, ...]:
 
 
 class HypervolumeData(NamedTuple):
-    """Hypervolume (IoU x ms, up to IoU 0 and ``reference_latency_ms``) of the feasible trained trials after each trial."""
+    """Hypervolume of the feasible trained trials after each trial, over the study's two objectives.
+
+    ``unit`` names what the area measures (IoU x ms for the default objectives); ``reference`` is the
+    point it is measured from, one value per objective, ``reference_text`` says it in words."""
 
     numbers: tuple[int, ...]
     values: tuple[float, ...]
     reference_latency_ms: float
+    unit: str = "IoU × ms"
+    reference_text: str = ""
 
 
-def hypervolume_data(records: Sequence[TrialRecord], max_latency_ms: float | None) -> HypervolumeData:
-    """From :func:`optiseg.results.hypervolume_history`, with the study's default reference point."""
-    reference = default_reference_latency(records, max_latency_ms)
-    history = hypervolume_history(list(records), reference)
-    return HypervolumeData(tuple(n for n, _ in history), tuple(v for _, v in history), reference)
+def hypervolume_data(records: Sequence[TrialRecord], max_latency_ms: float | None,
+                     objectives: Sequence[tuple[str, str]] = DEFAULT_OBJECTIVES) -> HypervolumeData:
+    """From :func:`optiseg.results.hypervolume_history`, with the study's default reference point.
+
+    Empty for a study with other than two objectives (a hypervolume over one or three is not drawn)."""
+    objectives = tuple(tuple(o) for o in objectives)
+    if len(objectives) != 2:
+        return HypervolumeData((), (), 0.0, "", f"no hypervolume over {len(objectives)} objectives")
+    reference_latency = default_reference_latency(records, max_latency_ms)
+    if objectives == DEFAULT_OBJECTIVES:
+        reference = (0.0, reference_latency)
+    else:
+        reference = reference_point(records, objectives)
+    history = hypervolume_history(list(records), reference_latency, objectives, reference=reference)
+    unit = " × ".join({"": name}.get(get_metric(name).unit, get_metric(name).unit) for name, _ in objectives)
+    text = " and ".join(f"{name} {value:.4g}" for (name, _), value in zip(objectives, reference))
+    return HypervolumeData(tuple(n for n, _ in history), tuple(v for _, v in history), reference_latency,
+                           unit.replace("iou", "IoU"), text)
 
 
 class TimingData(NamedTuple):
@@ -670,6 +740,10 @@ def budget_facts(
     facts.append(Fact("outcomes", ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n) or "no trials yet"))
     timing = timing_data(records)
     facts.append(Fact("time in trials", format_seconds(timing.trial_seconds)))
+    totals = training_totals(records)
+    if totals["networks"]:
+        facts.append(Fact("training", f"{totals['networks']} networks, {totals['compute_macs'] / 1e15:.3g} PMAC "
+                          f"(epochs x training images x MACs per image), {format_seconds(totals['seconds'])}"))
     if span_s is not None:
         facts.append(Fact("first trial start to last trial end", format_seconds(span_s)))
     return tuple(facts)
@@ -746,8 +820,10 @@ def latency_check_data(records: Sequence[TrialRecord], drift_events: Sequence[Ma
         latency = record.evaluation.details.get("latency") or {}
         prediction, figure = latency.get("prediction"), _number(latency.get("median_ms"))
         if record.duplicate_of is None and isinstance(prediction, Mapping) and figure is not None:
-            rows.append((record.number, f"trial {record.number}: {record.plan_key}", float(prediction["median_ms"]),
-                         float(prediction["low_ms"]), float(prediction["high_ms"]), figure, "repeats" in latency))
+            median = float(prediction["median_ms"])
+            low, high = _number(prediction.get("low_ms")), _number(prediction.get("high_ms"))  # None: an unbounded end
+            rows.append((record.number, f"trial {record.number}: {record.plan_key}", median,
+                         median if low is None else low, median if high is None else high, figure, "repeats" in latency))
     drifts = tuple(
         Fact(str(event.get("when", ""))[:19].replace("T", " "),
              f"{event.get('device')}: reference {float(event.get('drifted_ms', 0)):.3g} ms against "

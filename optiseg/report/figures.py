@@ -249,7 +249,7 @@ def hypervolume_figure(data: HypervolumeData) -> go.Figure:
         x=list(data.numbers), y=list(data.values), mode="lines+markers", line_shape="hv", name="hypervolume",
         hovertemplate="after trial %{x}: %{y:.4g}<extra></extra>", marker=dict(size=5),
     ))
-    fig.update_layout(title=dict(text=f"hypervolume (IoU × ms up to IoU 0 and {data.reference_latency_ms:.4g} ms)", font=dict(size=14)))
+    fig.update_layout(title=dict(text=f"hypervolume ({data.unit} up to {data.reference_text})", font=dict(size=14)))
     fig.update_xaxes(title_text="trial", **_integer_ticks(data.numbers))
     fig.update_yaxes(title_text="hypervolume", rangemode="tozero")
     return _compact(fig, 300)

@@ -27,6 +27,7 @@ from .data import (
     KnobEffect,
     LatencyCheckData,
     SpaceRow,
+    SplitTable,
     TimingData,
     TradeoffData,
     format_seconds,
@@ -125,6 +126,7 @@ class ReportPage(NamedTuple):
     config_text: str | None
     notes: tuple[str, ...] = ()
     latency_checks: LatencyCheckData | None = None
+    split: tuple[SplitTable, ...] = ()
 
 
 class _Figures:
@@ -275,6 +277,33 @@ def _tradeoff_section(page: ReportPage, figs: _Figures, fg) -> Markup:
     return _section("tradeoff", "Trade-off: IoU against speed", *content)
 
 
+def _split_tables(page: ReportPage) -> list[Any]:
+    """For each front network with split plans: every way it was run, fastest marked, front members marked."""
+    content: list[Any] = []
+    if not page.split:
+        return content
+    content.append(tag("h3", "Split plans"))
+    content.append(_note("A network cut in two: its head on the device, what crosses the cut sent over the link at the "
+                         "given bits per value, its tail on the server (times per frame, each part measured on its "
+                         "runner; the link's from its bandwidth and round-trip time). ★ = on the front; the fastest row "
+                         "is bold."))
+
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    for table in page.split:
+        rows = []
+        for row in table.rows:
+            cells = [row.trial, ("★ " if row.on_front else "") + row.plan, "" if row.bits is None else row.bits,
+                     ms(row.device_ms), ms(row.link_ms), ms(row.server_ms), ms(row.latency_ms),
+                     "" if row.bytes_up is None else f"{row.bytes_up:,}", "" if row.iou is None else f"{row.iou:.4f}"]
+            rows.append([tag("b", c) if row.trial == table.best else c for c in cells])
+        content.append(tag("h4", table.network))
+        content.append(_table(("trial", "plan", "bits", "device ms", "link ms", "server ms", "total ms", "bytes up", "IoU"),
+                              rows, numeric=(0, 2, 3, 4, 5, 6, 7, 8)))
+    return content
+
+
 def _front_section(page: ReportPage) -> Markup:
     if not page.front:
         return _section("front", "Pareto front", _note("No feasible trained candidate yet: relax the constraints or give the search more trials."))
@@ -301,7 +330,8 @@ def _front_section(page: ReportPage) -> Markup:
     return _section("front", "Pareto front", table, _note(
         "Fastest first. Latency is the median on the device (p90 beside it); a confirmed latency is the median of "
         "interleaved rounds with its confidence interval, and members whose intervals overlap are tied; activations are the float32 tensors of one "
-        "forward pass. The deploy command writes the trained ONNX with predict.py and a README for the device."))
+        "forward pass. The deploy command writes the trained ONNX with predict.py and a README for the device."),
+        *_split_tables(page))
 
 
 def _mattered_section(page: ReportPage, figs: _Figures, fg) -> Markup:

@@ -384,7 +384,9 @@ def confirm_study(
         folder = layout.network_at(record.artifacts) if record.artifacts else layout.network(record.candidate)
         models[record.number] = model = get_mode(record.mode).timed_model(record.plan, folder)
         measured_on = record.latency.get("device_key")
-        if not model.is_file():
+        if model is None:
+            notes[record.number] = f"a {record.mode} plan's latency is more than one graph on the device; not measured again"
+        elif not model.is_file():
             notes[record.number] = f"its model {model} is missing"
         elif measured_on and measured_on not in keys:
             notes[record.number] = f"measured on {measured_on}, which this config does not reach ({', '.join(sorted(keys))})"

@@ -51,6 +51,8 @@ class _Measured:
     onnx_path: Path
     files: tuple[Path, ...]  # where its figure is kept (the plan's latency file, the shared cache)
     latency: dict[str, Any]
+    mode: str = ""
+    features: LatencyFeatures | None = None
 
 
 @dataclass
@@ -64,8 +66,9 @@ class LatencyWatch:
     """One per search process; see the module's docstring."""
 
     def __init__(self, study, settings: LatencyConfig, log: Callable[[str], None],
-                 reference: Callable[[], tuple[Path, Path] | None]):
+                 reference: Callable[[], tuple[Path, Path] | None], cache: Path | None = None):
         self.study = study
+        self.cache = cache  # the device's latency cache: what earlier studies on it measured
         self.settings = settings
         self._log = log
         self._reference = reference  # (the baseline's untrained ONNX graph, its first latency file), once they exist
@@ -77,9 +80,18 @@ class LatencyWatch:
     # ------------------------------------------------------------------ the model
 
     def model(self, mode: str) -> LatencyModel:
-        """The latency model of ``mode``'s graphs, learnt from the study's measurements on first use."""
+        """The latency model of ``mode``'s graphs on this study's device, learnt on first use from the study's
+        measurements and from what earlier studies measured on the same device (its latency cache)."""
         if mode not in self._models:
-            self._models[mode] = fit_from_records(records.load_records(self.study), mode=mode)
+            study_records = records.load_records(self.study)
+            model = fit_from_records(study_records, mode=mode)
+            known = {r.candidate for r in study_records if r.mode == mode}
+            earlier = cached_measurements(self.cache, mode, exclude=known) if self.cache is not None else []
+            model.extend(earlier, track=False)
+            if earlier:
+                self._log(f"latency model ({mode}): {model.samples - len(earlier)} measurement(s) of this study and "
+                          f"{len(earlier)} of earlier studies on the same device")
+            self._models[mode] = model
         return self._models[mode]
 
     def predict(self, plan: DeploymentPlan, features: LatencyFeatures | None = None) -> Prediction | None:
@@ -99,6 +111,10 @@ class LatencyWatch:
         if model.surely_slower_than(features, limit_ms, margin=self.settings.predict_margin):
             return model.predict(features, coverage=DISAGREEMENT_COVERAGE), features
         return None
+
+    def optimistic_ms(self, plan: DeploymentPlan) -> float:
+        """The optimistic bound :meth:`predicted_too_slow` judges by (the prediction's 1 % quantile)."""
+        return self.model(plan.mode).quantile(features_of(plan.network), 1.0 - DISAGREEMENT_COVERAGE)
 
     # ------------------------------------------------------------------ measuring
 
@@ -124,7 +140,7 @@ class LatencyWatch:
             and model.disagrees(features, float(latency["median_ms"]), coverage=DISAGREEMENT_COVERAGE)
         )
         state.facts = dict(latency.get("facts") or {})
-        measured = _Measured(plan.key, trial_number, Path(onnx_path), files, latency)
+        measured = _Measured(plan.key, trial_number, Path(onnx_path), files, latency, plan.mode, features)
         state.since_check.append(measured)
         if disagreed or (self.settings.drift_every and len(state.since_check) >= self.settings.drift_every):
             self._check_drift(runner, state)
@@ -178,6 +194,7 @@ class LatencyWatch:
                 again = runner.measure(item.onnx_path).to_dict()
                 again["remeasured_after_drift"] = {"first_ms": float(item.latency["median_ms"])}
                 self._store(item, again)
+                self._relearn(item, float(again["median_ms"]))
                 remeasured.append({"plan": item.plan_key, "trial": item.trial_number,
                                    "first_ms": float(item.latency["median_ms"]), "again_ms": float(again["median_ms"])})
                 item.latency = again
@@ -189,11 +206,20 @@ class LatencyWatch:
         if back:
             self._log(f"the device is back ({figures[-1]:.3g} ms after {waited:.0f} s); {len(remeasured)} plan(s) measured again")
         else:
+            # A lasting change of speed: it becomes the level, or every later check would wait again.
+            state.level_ms = [figures[-1] if figures else figure]
             self._log(
                 f"the device did not come back within {self.settings.drift_wait_s:.0f} s; the {len(affected)} figure(s) "
-                "measured during the drift are kept, flagged in the study (see `optiseg confirm`)"
+                "measured during the drift are kept, flagged in the study (see `optiseg confirm`), and its speed "
+                f"now ({state.level_ms[0]:.3g} ms for the reference) is the level of later checks"
             )
         state.since_check.clear()
+
+    def _relearn(self, item: _Measured, again_ms: float) -> None:
+        """A figure measured during a drift was replaced: the model learns the new one instead."""
+        model = self._models.get(item.mode)
+        if model is not None and item.features is not None:
+            model.replace(item.features, float(item.latency["median_ms"]), again_ms)
 
     def _wait_until_back(self, runner, reference: Path, level: float) -> tuple[bool, float, list[float], dict[str, Any]]:
         started = time.monotonic()
@@ -240,6 +266,38 @@ class LatencyWatch:
 
 def features_of(network: Network) -> LatencyFeatures:
     return LatencyFeatures.of(network)
+
+
+MAX_CACHED = 200  # earlier measurements the model learns from at most (the newest), each profiled once
+
+
+def cache_identity(plan: DeploymentPlan) -> dict[str, Any]:
+    """What a cached figure keeps of its plan, so that later studies' latency models can learn from it."""
+    return {"mode": plan.mode, "network": plan.network.as_dict()}
+
+
+def cached_measurements(cache: Path, mode: str, exclude: set = frozenset()) -> list[tuple[LatencyFeatures, float]]:
+    """(features, median ms) of the figures of ``mode`` in a device's latency cache, newest first, skipping the
+    networks in ``exclude`` (those the study itself measured) and any file it cannot read."""
+    from ..modes._common import read_json
+
+    found = []
+    files = sorted(cache.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if cache.is_dir() else []
+    for path in files:
+        entry = read_json(path) or {}
+        identity = entry.get("identity") or {}
+        if identity.get("mode") != mode or "median_ms" not in entry:
+            continue
+        try:
+            network = Network.from_dict(identity["network"])
+            if network.key in exclude:
+                continue
+            found.append((features_of(network), float(entry["median_ms"])))
+        except Exception:  # noqa: BLE001 - an entry from another optiseg version: not learnt from
+            continue
+        if len(found) >= MAX_CACHED:
+            break
+    return found
 
 
 def _figure_in(latency_file: Path) -> float | None:

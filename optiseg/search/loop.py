@@ -31,14 +31,14 @@ from ..errors import OptisegError, StudyError
 from ..layout import StudyLayout
 from ..quantize import QuantizationSettings
 from ..records import COMPLETE, FAILED, INTERRUPTED, TOO_SLOW, TrialRecord, load_records
-from ..results import pareto_front
+from ..results import pareto_front, training_totals
 from .confirm import confirm_at_end_of_search
 from .latency_watch import LatencyWatch
 from .lease import LeaseSettings, TrialLease, recover_stale_trials
 from .objectives import constraints_from, objectives_from
 from .progress import SearchProgress
 from .sampler import grid_queue, make_sampler, resolve_sampler_name
-from .space import build_search_space
+from .space import PlanNotApplicable, build_search_space
 from .storage import SQLiteWriterLock
 from .study import open_study, resolve_storage, study_settings
 from .trial import InProgressElsewhere, TooSlow, TrialEnvironment, evaluate, latency_cache_dir
@@ -90,7 +90,8 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress view and search.log report every step
     config = loaded.config
     layout = StudyLayout((config.output / loaded.study_name).resolve())
-    space = build_search_space(config.model, config.effort, config.search_space, config.resolution, source=str(loaded.path))
+    space = build_search_space(config.model, config.effort, config.search_space, config.resolution, source=str(loaded.path),
+                               modes=config.mode)
     objectives = objectives_from(config.objectives)
     constraints = constraints_from(config.constraints)
     storage_spec = resolve_storage(loaded, layout.folder)
@@ -102,16 +103,21 @@ def run_search(
     sampler_name = resolve_sampler_name(config.sampler, space, n_trials, latency_constrained, storage_spec.shared)
 
     pool = open_pool(config.device)
+    server_pool = open_pool(config.server) if config.server is not None and _uses_server(config) else None
     try:
-        for runner in pool.runners:  # host keys, logins, a missing onnxruntime: reported now, before anything is made
-            runner.connect()
+        for runner in (*pool.runners, *(server_pool.runners if server_pool else ())):
+            runner.connect()  # host keys, logins, a missing onnxruntime: reported now, before anything is made
     except BaseException:
         pool.close()
+        if server_pool is not None:
+            server_pool.close()
         raise
     try:
         progress = progress or SearchProgress(layout.log, quiet=quiet)
         for runner in pool.runners:
             progress.log(f"connected to {runner.label}")
+        for runner in server_pool.runners if server_pool else ():
+            progress.log(f"connected to {runner.label} (server)")
         lock = SQLiteWriterLock(storage_spec.path) if storage_spec.kind == "sqlite" else contextlib.nullcontext()
         with lock:
             def import_warm_start(study: optuna.Study) -> None:
@@ -140,9 +146,12 @@ def run_search(
                 objectives=objectives, constraints=constraints,
                 quantization=QuantizationSettings(**config.quantization.model_dump(), seed=config.seed),
                 latency_cache=latency_cache_dir(config.output, settings["device"]),
+                server_pool=server_pool,
+                server_latency_cache=latency_cache_dir(config.output, settings["server"]) if server_pool else None,
             )
             env.latency_watch = LatencyWatch(
-                study, config.latency, log=progress.log, reference=lambda: _reference_graph(study, layout)
+                study, config.latency, log=progress.log, reference=lambda: _reference_graph(study, layout),
+                cache=env.latency_cache,
             )
             progress.start(loaded.study_name, n_trials, config.budget.timeout, _counted(study))
             previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -164,6 +173,8 @@ def run_search(
             trial_records = load_records(study)
     finally:
         pool.close()
+        if server_pool is not None:
+            server_pool.close()
     counts = count_statuses(trial_records)
     return SearchSummary(
         study=loaded.study_name, folder=layout.folder, storage=storage_spec.shown, sampler=sampler_name,
@@ -171,6 +182,12 @@ def run_search(
         front=pareto_front(trial_records, objectives), elapsed_s=time.monotonic() - started, interrupted=interrupted,
         confirmation=confirmation.as_dict() if confirmation is not None else None,
     )
+
+
+def _uses_server(config) -> bool:
+    from ..modes import modes_of_family
+
+    return any(mode.needs_server for family in config.mode for mode in modes_of_family(family))
 
 
 def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -> tuple[str, int]:
@@ -193,7 +210,15 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
                 return "every plan of the grid was tried (see the failed ones with `optiseg front --all`)", finished
 
         trial = study.ask()
-        plan = space.suggest(trial, num_classes)
+        try:
+            plan = space.suggest(trial, num_classes)
+        except PlanNotApplicable as exc:  # e.g. a split cut after a module this network leaves out
+            records.record_skipped(trial, f"not applicable: {exc.message}")
+            study.tell(trial, state=TrialState.FAIL)
+            duplicates_in_a_row += 1  # as useless as a known plan: a sampler stuck on them has converged
+            if duplicates_in_a_row >= MAX_CONSECUTIVE_DUPLICATES:
+                return f"the sampler proposed {duplicates_in_a_row} known or inapplicable plans in a row (converged)", finished
+            continue
         records.claim_network(trial, plan)
         if n_trials is not None and not _is_free(study, trial.number, plan.network.key) \
                 and _networks_before(study, trial.number) >= n_trials:
@@ -261,7 +286,7 @@ def _enqueue_untried(study: optuna.Study, queue) -> None:
     def key(params) -> str:
         return json.dumps(params, sort_keys=True, default=str)
 
-    tried = {key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)
+    tried = {key(records.params_of(t)) for t in study.get_trials(deepcopy=False)
              if not (t.state == TrialState.FAIL and records.is_skipped(t))}
     for params in queue:
         if key(params) not in tried:
@@ -318,6 +343,8 @@ def count_statuses(trial_records: list[TrialRecord]) -> dict[str, int]:
         elif record.status in counts:
             counts[record.status] += 1
     counts["networks_trained"] = len({r.candidate for r in trial_records if r.status == COMPLETE and r.imported_from is None})
+    totals = training_totals(trial_records)
+    counts["training_compute_macs"], counts["training_seconds"] = totals["compute_macs"], round(totals["seconds"], 1)
     return counts
 
 

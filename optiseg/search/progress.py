@@ -174,10 +174,13 @@ def front_table(front: list[TrialRecord], title: str | None = None, *, show_stat
 
     revised = any(latency_revision(r) for r in front)
     tied = bool(ties)
+    remote = any(r.metric("server_latency_ms") for r in front)  # a plan with a part on the server: where the time goes
     table = Table(title=title, title_justify="left", header_style="bold")
     columns = [("trial", True)] + ([("status", False)] if show_status else []) + [
         ("resolution", False), ("knobs", False), ("plan", False), ("params", True), ("MACs", True),
-        ("latency ms", True)] + ([("confirmed", False)] if revised else []) + [("fps", True), ("IoU", True)]
+        ("latency ms", True)] + ([("confirmed", False)] if revised else []) + (
+        [("device ms", True), ("link ms", True), ("server ms", True), ("sent", True)] if remote else []) + [
+        ("fps", True), ("IoU", True)]
     if tied:
         columns.append(("tied with", False))
     if show_status:
@@ -186,10 +189,10 @@ def front_table(front: list[TrialRecord], title: str | None = None, *, show_stat
         table.add_column(column, justify="right" if right else "left")
     for r in front:
         cells = [str(r.number)] + ([r.status] if show_status else []) + [
-            r.resolution or "", _knobs(r.knobs, r.in_channels), r.mode or "",
+            r.resolution or "", _knobs(r.knobs, r.in_channels), r.plan.label if r.plan else "",
             f"{r.params:,}" if r.params is not None else "", f"{r.macs / 1e6:.1f} M" if r.macs is not None else "",
             f"{r.latency_ms:.2f}" if r.latency_ms is not None else ""] + (
-            [revision_note(r)] if revised else []) + [
+            [revision_note(r)] if revised else []) + (_where_the_time_goes(r) if remote else []) + [
             f"{r.fps:.1f}" if r.fps else "", f"{r.iou:.4f}" if r.iou is not None else "",
         ]
         if tied:
@@ -198,6 +201,23 @@ def front_table(front: list[TrialRecord], title: str | None = None, *, show_stat
             cells.append(trial_note(r))
         table.add_row(*cells)
     return table
+
+
+def _where_the_time_goes(r: TrialRecord) -> list[str]:
+    """Device, link and server milliseconds and the bytes sent per frame of a plan ('' where it has none)."""
+    def ms(name: str) -> str:
+        value = r.metric(name)
+        return f"{value:.2f}" if value is not None else ""
+
+    sent = r.metric("link_bytes")
+    return [ms("device_latency_ms"), ms("link_ms"), ms("server_latency_ms"), _bytes(sent) if sent is not None else ""]
+
+
+def _bytes(count: float) -> str:
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:.0f} B"
 
 
 def revision_note(r: TrialRecord) -> str:

@@ -14,7 +14,6 @@ behind the choice (README, "Choosing the sampler").
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,11 +74,5 @@ def resolve_sampler_name(
 
 
 def grid_queue(space: SearchSpace) -> Iterator[dict[str, Any]]:
-    """Every candidate's params, the baseline first: what ``grid`` puts in the trial queue."""
-    baseline = space.baseline_params()
-    yield baseline
-    names = list(space.choices)
-    for values in itertools.product(*(space.choices[n] for n in names)):
-        params = dict(zip(names, values))
-        if params != baseline:
-            yield params
+    """Every plan's params, the baseline first: what ``grid`` puts in the trial queue."""
+    yield from space.all_params()

@@ -39,32 +39,43 @@ class SearchSpace:
     choices: dict[str, tuple[KnobValue, ...]]
     baseline: dict[str, KnobValue]
     tiers: dict[str, str] = field(default_factory=dict)
+    modes: tuple[str, ...] = ("device",)  # the mode families (a study's `mode:`); `mode` is a knob when several
 
     @property
     def size(self) -> int:
-        """Number of distinct plans (networks x deployment-knob combinations)."""
-        total = 1
-        for values in self.choices.values():
-            total *= len(values)
-        return total
+        """Number of distinct plans (networks x deployment-knob combinations; split cuts counted over the union
+        of the networks' cut points, so an upper bound where networks differ in their cuts)."""
+        per_network = 0
+        for family in self.modes:
+            combos = 1
+            for name in family_knobs(family):
+                combos *= len(self.choices.get(name, (None,)))
+            per_network += combos
+        return self.network_count * per_network
 
     @property
     def deployment_knobs(self) -> tuple[str, ...]:
         """The open knobs that only change how a trained network is deployed (never cost a training)."""
-        return tuple(name for name in self.choices if name in DEPLOYMENT_KNOBS)
+        return tuple(name for name in self.choices if is_deployment_knob(name))
+
+    @property
+    def network_knobs(self) -> tuple[str, ...]:
+        """The open knobs that make a different network (each costs a training)."""
+        return tuple(name for name in self.choices if not is_deployment_knob(name))
 
     @property
     def network_count(self) -> int:
         """Number of distinct networks (what trainings are counted in)."""
         total = 1
-        for name, values in self.choices.items():
-            if name not in DEPLOYMENT_KNOBS:
-                total *= len(values)
+        for name in self.network_knobs:
+            total *= len(self.choices[name])
         return total
 
     def baseline_params(self) -> dict[str, KnobValue]:
         """The Optuna params of the baseline candidate (the reference point, evaluated first)."""
-        return {name: self.baseline[name] for name in self.choices}
+        family = str(self.baseline.get("mode", self.modes[0]))
+        return {name: self.baseline[name] for name in self.choices
+                if not is_deployment_knob(name) or name == "mode" or name in family_knobs(family)}
 
     def network(self, params: Mapping[str, KnobValue], num_classes: int = 1) -> Network:
         """The network that Optuna ``params`` (values of the open knobs) describe."""
@@ -76,32 +87,77 @@ class SearchSpace:
         )
 
     def deployment(self, params: Mapping[str, KnobValue]) -> dict[str, KnobValue]:
-        """The deployment-knob values of ``params`` (baseline values for the knobs not open)."""
+        """The deployment knobs of ``params``: ``mode`` (the family) and that family's knobs (baseline values for
+        the knobs not open)."""
         values = {**self.baseline, **params}
-        return {name: values[name] for name in DEPLOYMENT_KNOBS if name in values}
+        family = str(values.get("mode", self.modes[0]))
+        return {"mode": family, **{name: values[name] for name in family_knobs(family) if name in values}}
 
     def plan(self, params: Mapping[str, KnobValue], num_classes: int = 1) -> DeploymentPlan:
-        """The deployment plan that Optuna ``params`` describe: its network, and the mode its deployment knobs select."""
+        """The deployment plan that Optuna ``params`` describe: its network, and the mode its deployment knobs select.
+
+        Raises :class:`PlanNotApplicable` for deployment knobs this network does not have (a split cut after a
+        module the network leaves out, e.g. ``pyramid_pooling`` with ``pp: 0``)."""
         from ..modes import mode_for
 
         knobs = self.deployment(params)
-        return mode_for(knobs).plan(self.network(params, num_classes), knobs)
+        network = self.network(params, num_classes)
+        mode = mode_for(knobs)
+        own = mode.knob_values(network)
+        for name, value in knobs.items():
+            if name != "mode" and own.get(name) and value not in own[name]:
+                raise PlanNotApplicable(f"{network.describe()} has no {name} {value!r} ({name}: {', '.join(map(str, own[name]))})")
+        return mode.plan(network, {k: v for k, v in knobs.items() if k != "mode"})
 
     def suggest(self, trial, num_classes: int = 1) -> DeploymentPlan:
-        """Ask an Optuna trial for a value of every open knob."""
-        params = {name: trial.suggest_categorical(name, list(values)) for name, values in self.choices.items()}
+        """Ask an Optuna trial for a value of every open network knob, then the mode, then that mode's knobs."""
+        params = {name: trial.suggest_categorical(name, list(self.choices[name])) for name in self.network_knobs}
+        family = trial.suggest_categorical("mode", list(self.choices["mode"])) if "mode" in self.choices else self.modes[0]
+        params.update({"mode": family} if "mode" in self.choices else {})
+        for name in family_knobs(family):
+            if name in self.choices:
+                params[name] = trial.suggest_categorical(name, list(self.choices[name]))
         return self.plan(params, num_classes)
+
+    def deployment_params(self, network: Network) -> list[dict[str, KnobValue]]:
+        """The deployment part of the params of every plan of ``network``, family by family (its own cuts only)."""
+        from ..modes import modes_of_family
+
+        combos = []
+        for family in self.modes:
+            names = [name for name in family_knobs(family) if name in self.choices]
+            own: dict[str, set] = {}
+            for mode in modes_of_family(family):
+                for name, values in mode.knob_values(network).items():
+                    own.setdefault(name, set()).update(values)
+            choices = [tuple(v for v in self.choices[name] if v in own.get(name, ())) for name in names]
+            for values in itertools.product(*choices):
+                combos.append({**({"mode": family} if "mode" in self.choices else {}), **dict(zip(names, values))})
+        return combos
 
     def sibling_params(self, params: Mapping[str, KnobValue]) -> list[dict[str, KnobValue]]:
         """The params of every other plan of the same network: each other combination of the deployment knobs."""
-        combos = [dict(zip(self.deployment_knobs, values))
-                  for values in itertools.product(*(self.choices[name] for name in self.deployment_knobs))]
-        own = {name: params.get(name) for name in self.deployment_knobs}
-        return [{**params, **combo} for combo in combos if combo != own]
+        network_part = {name: value for name, value in params.items() if not is_deployment_knob(name)}
+        own = {name: value for name, value in params.items() if is_deployment_knob(name)}
+        return [{**network_part, **combo} for combo in self.deployment_params(self.network(network_part)) if combo != own]
+
+    def all_params(self):
+        """The params of every plan of the space, the baseline first (what ``sampler: grid`` queues)."""
+        baseline = self.baseline_params()
+        yield baseline
+        names = list(self.network_knobs)
+        for values in itertools.product(*(self.choices[n] for n in names)):
+            network_part = dict(zip(names, values))
+            for combo in self.deployment_params(self.network(network_part)):
+                params = {**network_part, **combo}
+                if params != baseline:
+                    yield params
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"model": self.model, "choices": self.choices, "baseline": self.baseline}, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        payload = {"model": self.model, "choices": self.choices, "baseline": self.baseline}
+        if self.modes != ("device",):  # studies made before modes existed keep their fingerprint
+            payload["modes"] = self.modes
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -110,7 +166,26 @@ class SearchSpace:
             "choices": {k: list(v) for k, v in self.choices.items()},
             "baseline": self.baseline,
             "size": self.size,
+            **({"modes": list(self.modes)} if self.modes != ("device",) else {}),
         }
+
+
+class PlanNotApplicable(UsageError):
+    """The sampler's deployment knobs name something this network does not have (e.g. a cut after a module it leaves out)."""
+
+
+def is_deployment_knob(name: str) -> bool:
+    """Whether a knob only changes how a trained network is deployed (``mode`` and every mode's knobs)."""
+    from ..modes import list_modes, get_mode
+
+    return name == "mode" or name in DEPLOYMENT_KNOBS or any(name in get_mode(m).knobs for m in list_modes())
+
+
+def family_knobs(family: str) -> tuple[str, ...]:
+    """The deployment knobs of a mode family (``device``: precision; ``split``: bits, cut)."""
+    from ..modes import modes_of_family
+
+    return tuple(dict.fromkeys(name for mode in modes_of_family(family) for name in mode.knobs))
 
 
 def load_knob_definitions(model: str) -> dict[str, dict[str, Any]]:
@@ -128,11 +203,15 @@ def build_search_space(
     overrides: Mapping[str, list[Any]] | None = None,
     resolution: Any = None,
     source: str = "config",
+    modes: tuple[str, ...] | list[str] = ("device",),
 ) -> SearchSpace:
     """The search space of ``model`` at ``effort``, with the config's overrides applied.
 
     ``resolution`` is the user's resolution, the baseline's input size; by
-    default the largest resolution choice up to 512. Errors name the
+    default the largest resolution choice up to 512. ``modes`` are the study's
+    mode families (``mode:``); each brings its deployment knobs (``split``: ``cut``,
+    every cut point of the model's networks and ``server``; ``bits``, 32 16 8 4),
+    which ``search_space:`` narrows like any knob. Errors name the
     ``search_space.<knob>`` key, the bad value and what is valid.
     """
     if effort not in EFFORTS:
@@ -142,14 +221,22 @@ def build_search_space(
     specs = {k.name: k for k in entry.knobs}
     open_tiers = set(EFFORTS[: EFFORTS.index(effort) + 1])
     overrides = dict(overrides or {})
+    modes = tuple(modes)
+    mode_knobs = [name for family in modes for name in family_knobs(family) if name not in definitions]
 
-    unknown = [name for name in overrides if name not in definitions]
+    unknown = [name for name in overrides if name not in definitions and name not in mode_knobs]
     if unknown:
         name = unknown[0]
+        knowable = [*definitions, *mode_knobs]
+        other = [n for f in ("split",) if f not in modes for n in family_knobs(f)]
+        hint = f" ({name} is a knob of mode split: add `mode: [device, split]`)" if name in other else ""
         raise ConfigError(
-            f"{source}: unknown knob 'search_space.{name}' for {model}{did_you_mean(name, definitions)}; "
-            f"searchable knobs: {', '.join(definitions)}"
+            f"{source}: unknown knob 'search_space.{name}' for {model}{did_you_mean(name, knowable)}{hint}; "
+            f"searchable knobs: {', '.join(knowable)}"
         )
+    if "device" not in modes and "precision" in overrides:
+        raise ConfigError(f"{source}: search_space.precision applies to mode device, which `mode:` leaves out; "
+                          "add device to `mode:` or remove precision")
 
     def check(name: str, value: Any, key: str | None = None) -> KnobValue:
         where = f"{source}: {key or f'search_space.{name}'} = {value!r}"
@@ -200,5 +287,42 @@ def build_search_space(
         if baseline[name] not in values:
             # The baseline is always evaluated; a choice list that lacks its value gains it.
             choices[name] = (baseline[name], *values)
-    return SearchSpace(model=model, effort=effort, choices=choices, baseline=baseline, tiers=tiers)
+    if "device" not in modes:
+        choices.pop("precision", None)
+        baseline.pop("precision", None)
+    for name in mode_knobs:  # a deployment knob's baseline is its first choice: narrowing never widens it
+        allowed = _mode_knob_values(name, model, baseline, choices)
+        values = tuple(dict.fromkeys(overrides.get(name, allowed)))
+        bad = [v for v in values if v not in allowed or isinstance(v, bool)]
+        if not isinstance(overrides.get(name, []), list) or not values or bad:
+            raise ConfigError(f"{source}: search_space.{name} = {overrides.get(name)!r}: choose from {', '.join(map(str, allowed))}")
+        baseline[name] = values[0]
+        if len(values) > 1:
+            choices[name] = values
+    if len(modes) > 1:
+        choices["mode"] = modes
+    if modes != ("device",):  # a study made before modes existed keeps its baseline, hence its settings hash
+        baseline["mode"] = modes[0]
+    return SearchSpace(model=model, effort=effort, choices=choices, baseline=baseline, tiers=tiers, modes=modes)
+
+
+def _mode_knob_values(name: str, model: str, baseline: Mapping[str, Any], choices: Mapping[str, tuple]) -> tuple:
+    """Every value of a mode's knob in this space: the union over the space's networks of the values the mode
+    gives each (split: ``bits`` 32, 16, 8, 4; ``cut`` ``server`` and every cut point, in the order of the stages)."""
+    from ..modes import list_modes, get_mode
+
+    owners = [get_mode(m) for m in list_modes() if name in get_mode(m).knobs]
+    structural = {k: v for k, v in baseline.items() if k in {s.name for s in get_model_entry(model).knobs}}
+    variants = [structural] + [{**structural, knob: value} for knob, values in choices.items()
+                               if knob in structural for value in values]
+    union: list[Any] = []
+    for knobs in variants:
+        network = Network.create(model, knobs, 64)
+        for mode in owners:
+            names = list(mode.knob_values(network).get(name, ()))
+            for position, value in enumerate(names):
+                if value not in union:  # kept in each network's own order
+                    before = names[position - 1] if position else None
+                    union.insert(union.index(before) + 1 if before in union else len(union), value)
+    return tuple(union)
 

@@ -123,9 +123,9 @@ def open_study(
         if existing:
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
             stored = _settings_hash_once_written(study)
-            mismatch = stored is not None and stored != digest
-            if not mismatch and not force:
+            if not force:  # an older optiseg's study says so, whatever its settings
                 records.check_study_schema(study, name, for_writing=True)
+            mismatch = stored is not None and stored != digest
             if mismatch or (force and records.study_schema(study) < records.SCHEMA):
                 changes = describe_changes(records.study_settings(study), settings)
                 if not force:

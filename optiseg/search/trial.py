@@ -14,6 +14,7 @@ latencies and resumes training from its last epoch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from optuna.trial import TrialState
 
 from .._atomic import write_json_atomic
 from ..config import StudyConfig
+from ..errors import StudyError
 from ..layout import NetworkFolder, StudyLayout
 from ..modes import ModeContext, get_mode
 from ..plans import DeploymentPlan, Evaluation
@@ -64,6 +66,8 @@ class TrialEnvironment:
     quantization: QuantizationSettings = field(default_factory=QuantizationSettings)
     latency_cache: Path | None = None  # shared by the studies of one output folder; see latency_cache_dir
     latency_watch: Any = None  # LatencyWatch: checks every fresh measurement (see latency_watch.py)
+    server_pool: Any = None  # where the server's part of a plan is timed (split, cascade); None without `server:`
+    server_latency_cache: Path | None = None
 
     @property
     def worker(self) -> str:
@@ -91,10 +95,15 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
         raise InProgressElsewhere(running)
 
     mode = get_mode(plan.mode)
-    _gate_on_prediction(env, plan, mode, writer)
     context = ModeContext(
         network_folder=network_folder,
-        measure=lambda onnx, local, shared: _measure(env, onnx, local, shared, plan, trial.number),
+        measure=lambda onnx, local, shared, codec=None: _measure(
+            env, onnx, local, shared, plan, trial.number, codec=codec, watched=mode.latency_is_one_model,
+            before_measuring=lambda: _gate_on_prediction(env, plan, mode, writer)),
+        measure_server=None if env.server_pool is None else lambda onnx, local, shared, codec=None: _measure(
+            env, onnx, local, shared, plan, trial.number, codec=codec, watched=False, on_server=True),
+        link=env.config.link, device_label=env.config.device.label,
+        server_label=env.config.server.label if env.config.server is not None else "server",
         dataset=env.dataset, cache=env.cache, class_names=env.class_names, quantization=env.quantization,
         stage=env.progress.stage,
     )
@@ -105,11 +114,11 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     violated = []
     for constraint in env.constraints:
         value = cost.get(constraint.metric)
-        if constraint.on_cost and value is not None:
+        if value is not None:
             writer.constraint(constraint.key, constraint.violation(value))
             if constraint.violation(value) > 0:
                 violated.append(constraint.describe(value))
-        elif not constraint.on_cost:
+        else:
             writer.constraint(constraint.key, 0.0)  # unknown until trained, not violated
     if violated:
         writer.status(TOO_SLOW)
@@ -120,13 +129,15 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     if did_train:
         writer.trained()
     quality = mode.quality(plan, trained, context, cost)
+    quality = quality.merged(metrics=training_cost(trained.metrics, len(env.dataset.split("train")), cost.get("macs")))
     writer.evaluate(quality)
     writer.timings(context.timings)
     for constraint in env.constraints:
         value = quality.get(constraint.metric)
-        if not constraint.on_cost:
-            if value is None:
-                raise ValueError(f"plan {plan.key} recorded no {constraint.metric!r}, which constraint {constraint.key} needs")
+        if value is None:
+            raise StudyError(f"plan {plan.key} ({plan.mode} mode) records no {constraint.metric!r}, which constraint "
+                             f"{constraint.key} needs", hint="remove the constraint, or the mode from `mode:`")
+        if cost.get(constraint.metric) is None or value != cost.get(constraint.metric):
             writer.constraint(constraint.key, constraint.violation(value))
     writer.status(COMPLETE)
     return objective_values(quality, env.objectives, plan)
@@ -135,7 +146,8 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
 def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, writer: TrialWriter) -> None:
     """Record ``plan`` as too slow from the latency model alone, if the ``latency:`` settings allow it and
     the model is sure (its optimistic bound over ``max_latency_ms`` by the margin). No device time is spent;
-    the record says the latency was predicted, and holds no ``latency_ms``: the front never shows it."""
+    the record says the latency was predicted, and holds no ``latency_ms``: the front never shows it.
+    Called only when the plan's graph is about to be measured (a figure already known is never predicted)."""
     watch = env.latency_watch
     limit = next((c for c in env.constraints if c.metric == "latency_ms" and c.bound == "max"), None)
     if watch is None or limit is None or not getattr(mode, "latency_is_one_model", False):
@@ -148,12 +160,19 @@ def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, write
         metrics={"params": features.params, "macs": features.macs, "activation_mb": round(features.activation_mb, 3)},
         details={"latency_predicted": prediction.as_dict()},
     ))
-    writer.constraint(limit.key, limit.violation(prediction.low_ms))
+    writer.constraint(limit.key, limit.violation(watch.optimistic_ms(plan)))  # the bound the decision used
     writer.status(TOO_SLOW)
     reason = (f"predicted {prediction.median_ms:.4g} ms (at least {prediction.low_ms:.4g}) > {limit.key} {limit.value:g}: "
               "not measured, not trained")
     env.progress.stage(reason)
     raise TooSlow(reason)
+
+
+def training_cost(metrics: dict[str, Any], train_images: int, macs: float | None) -> dict[str, float | None]:
+    """The network's training compute (epochs run x training images x forward MACs per image) and wall seconds."""
+    epochs = metrics.get("epochs_run")
+    compute = float(epochs) * train_images * float(macs) if epochs is not None and macs else None
+    return {"train_compute": compute, "train_s": metrics.get("train_seconds")}
 
 
 def objective_values(evaluation: Evaluation, objectives: tuple[Objective, ...], plan: DeploymentPlan) -> tuple[float, ...]:
@@ -185,33 +204,57 @@ def _train(plan: DeploymentPlan, env: TrialEnvironment, folder: NetworkFolder, c
 
 
 def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_name: str | None,
-             plan: DeploymentPlan, trial_number: int) -> dict[str, Any]:
-    """The latency of ``onnx_path`` on the device: from ``local_file``, the shared cache, or measured now (and kept in both).
+             plan: DeploymentPlan, trial_number: int, before_measuring=lambda: None, *, codec=None,
+             watched: bool = True, on_server: bool = False) -> dict[str, Any]:
+    """The latency of ``onnx_path`` on the device (``on_server``: the server): from ``local_file``, the shared
+    cache, or measured now (and kept in both).
 
-    A fresh measurement goes through the latency watch (model check, drift); its prediction is returned
-    with the figure (``prediction``) but not kept in the files, which hold measurements only."""
+    A fresh measurement of a one-graph plan (``watched``) goes through the latency watch (model check,
+    drift); its prediction is returned with the figure (``prediction``) but not kept in the files, which
+    hold measurements only. ``codec`` (a CodecStep) times the link's encoding or decoding with each run."""
     from ..modes._common import read_json
 
-    shared = env.latency_cache / f"{shared_name}.json" if env.latency_cache and shared_name else None
+    cache = env.server_latency_cache if on_server else env.latency_cache
+    shared = cache / f"{shared_name}.json" if cache and shared_name else None
     latency = read_json(local_file) or (read_json(shared) if shared else None)
+    if latency is not None:
+        latency.pop("identity", None)  # the cache's note of which plan it was, for latency models
     prediction = None
     if latency is None:
-        with env.pool.acquire() as runner:
-            env.progress.stage(f"measuring latency on {runner.device_key}")
-            if env.latency_watch is None:
-                latency = runner.measure(onnx_path).to_dict()
+        before_measuring()
+        with _lend(env.server_pool if on_server else env.pool, env.progress) as runner:
+            env.progress.stage(f"measuring latency on {runner.device_key}{' (server)' if on_server else ''}")
+            if env.latency_watch is None or not watched or codec is not None:
+                latency = runner.measure(onnx_path, codec).to_dict() if codec is not None else runner.measure(onnx_path).to_dict()
             else:
                 files = (local_file,) + ((shared,) if shared is not None else ())
                 latency, prediction = env.latency_watch.measure(runner, plan, trial_number, onnx_path, files)
         if shared is not None:
+            from .latency_watch import cache_identity
+
             shared.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(shared, latency)
+            keep = {**latency, "identity": cache_identity(plan)} if watched and codec is None and not on_server else latency
+            write_json_atomic(shared, keep)
     else:
         env.progress.stage(f"latency known: {float(latency['median_ms']):.2f} ms")
     if not local_file.exists():
         local_file.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(local_file, latency)
     return latency if prediction is None else {**latency, "prediction": prediction.as_dict()}
+
+
+@contextlib.contextmanager
+def _lend(pool, progress):
+    """A runner of ``pool``; while another process holds every device, the progress says so instead of hanging silently."""
+    from ..errors import DeviceError
+
+    with contextlib.ExitStack() as stack:
+        try:
+            runner = stack.enter_context(pool.acquire(timeout=1.0))
+        except DeviceError:  # from the claim only: nothing was lent
+            progress.stage(f"waiting for {pool.label}: another optiseg process is measuring on it")
+            runner = stack.enter_context(pool.acquire())
+        yield runner
 
 
 def _finished_trial_of(study: optuna.Study, plan_key: str, exclude: int) -> optuna.trial.FrozenTrial | None:

@@ -25,7 +25,7 @@ from ..layout import StudyLayout
 from .space import SearchSpace
 from .study import StudyHandle, describe_changes
 
-COMPARABLE_SECTIONS = ("data", "training", "constraints", "device")
+COMPARABLE_SECTIONS = ("data", "training", "constraints", "device", "quantization", "mode", "server", "link")
 
 
 @dataclass(frozen=True)

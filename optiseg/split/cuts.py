@@ -28,6 +28,7 @@ from ..models._stages import crossing_names
 from ..network import Network
 
 IMAGE = "image"  # the link's name of the network input when it crosses a cut (BiSeNetV2: until the semantic stem)
+SERVER = "server"  # the cut before the first stage: everything runs on the server, the image crosses
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,28 @@ def cut_points(network: Network, model: nn.Module | None = None) -> list[CutPoin
     return cuts
 
 
+def server_cut(network: Network) -> CutPoint:
+    """The cut before the first stage: the device sends the (normalized) image and the server runs the whole network."""
+    image = CrossingTensor(IMAGE, network.input_shape, "float32", "input", skip=False, key=INPUT)
+    return CutPoint(index=0, after=SERVER, stage_index=-1, tensors=(image,))
+
+
+def cut_names(network: Network, model: nn.Module | None = None) -> list[str]:
+    """The cut values of a split plan of ``network``: ``server``, then its cut points in order (no forward pass)."""
+    module = model if model is not None else network.build()
+    stages = model_stages(module)
+    return [SERVER, *(stage.name for stage in stages[:-1] if stage.cut_after)]
+
+
+def plan_cuts(network: Network, model: nn.Module | None = None) -> list[CutPoint]:
+    """Every cut a split plan can use: :func:`server_cut` first, then the model's :func:`cut_points`."""
+    return [server_cut(network), *cut_points(network, model)]
+
+
 def find_cut(cuts: Sequence[CutPoint], name: str | int) -> CutPoint:
-    """The cut after stage ``name`` (or with 1-based ``index``); unknown ones list what exists."""
+    """The cut after stage ``name`` (or with ``index``: 1-based; 0 is :data:`SERVER`); unknown ones list what exists."""
     for cut in cuts:
-        if cut.after == name or (isinstance(name, int) and cut.index == name):
+        if cut.after == name or (isinstance(name, int) and not isinstance(name, bool) and cut.index == name):
             return cut
     from ..errors import did_you_mean
 
