@@ -36,16 +36,15 @@ from torch import nn
 
 from ..errors import KnobError
 from ._layers import DepthwiseSeparableConv
+from ._registry import KnobSpec
 from ._stages import INPUT, OUTPUT, ResizeToInput, Stage, crossing_names, run_stages
 
 MAX_EXITS = 3
 REFERENCE_SIDE = 256
 
 
-def exit_knobs() -> tuple:
+def exit_knobs() -> tuple[KnobSpec, KnobSpec]:
     """The two knob specs every model with exits shares: ``exits`` and ``exit_width`` (both neutral at 0 exits)."""
-    from ._registry import KnobSpec
-
     return (
         KnobSpec("exits", int, 0, "side exits spaced evenly in MACs (0 = none, the network as before; see optiseg exits)",
                  0, MAX_EXITS, neutral=True),
