@@ -54,6 +54,9 @@ def main() -> int:
     parser.add_argument("--bits", default="32,16,8,4")
     parser.add_argument("--links", default="100,1000", help="link bandwidths in Mbit/s (both ways)")
     parser.add_argument("--rtt-ms", type=float, default=1.0)
+    parser.add_argument("--device-slowdowns", default="1,10,30",
+                        help="what-if: the winner if the device ran K times slower than this machine (a Raspberry Pi 4 "
+                             "ran the thesis's networks about 20-30x slower); K=1 is what was measured")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-seconds", type=float, default=1.0, help="seconds of timed runs per measurement")
     parser.add_argument("--only", default=None, help="semicolon-separated labels of NETWORKS")
@@ -111,6 +114,18 @@ def main() -> int:
         winners = {}
         for mbps in links:
             key = f"{mbps:g}"
+            for k in (float(v) for v in args.device_slowdowns.split(",")):
+                if k == 1.0:
+                    continue
+                total = lambda r: r["links"][key]["total_ms"] + (k - 1.0) * r["head_ms"]  # noqa: E731
+                best = min(rows, key=total)
+                device_k = k * whole_ms
+                verdict = "all on the device" if device_k <= total(best) else f"split after {best['cut']} at {best['bits']} bits"
+                winners[f"{key}@slowdown{k:g}"] = {"all_on_device_ms": device_k, "best_split_ms": total(best), "winner": verdict}
+                if not args.json:
+                    print(f"{label}: what if the device were {k:g}x slower, at {key} Mbit/s: all on the device {device_k:.2f} ms; "
+                          f"best split {best['cut']}@{best['bits']}b {total(best):.2f} ms (IoU {best['iou']:.4f}); winner: {verdict}",
+                          flush=True)
             best = min(rows, key=lambda r: r["links"][key]["total_ms"])
             close = [r for r in rows if r["iou_change_points"] >= -1.0]
             best_close = min(close, key=lambda r: r["links"][key]["total_ms"]) if close else None

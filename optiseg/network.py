@@ -25,7 +25,13 @@ KnobValue = int | float | bool | str
 
 @dataclass(frozen=True)
 class Network:
-    """One network: ``model`` with ``knobs`` (every knob, resolved), input ``(in_channels, *resolution)``, ``num_classes`` logits."""
+    """One network: ``model`` with ``knobs``, input ``(in_channels, *resolution)``, ``num_classes`` logits.
+
+    ``knobs`` holds every knob, resolved, except the neutral ones that leave the
+    network as it is (``exits=0``; see :class:`~optiseg.models.KnobSpec`): a
+    network without exits is described, keyed and stored as before exits
+    existed. :meth:`knob` reads any knob, defaults included.
+    """
 
     model: str
     knobs: tuple[tuple[str, KnobValue], ...]
@@ -51,11 +57,22 @@ class Network:
             raise UsageError(f"in_channels={in_channels!r} is invalid: use 3 (RGB) or 1 (luma Y of YCbCr)")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise UsageError(f"num_classes={num_classes!r} is invalid: it must be an integer >= 1 (1 = binary)")
-        return cls(model=model, knobs=tuple(resolved.items()), resolution=size, in_channels=int(in_channels), num_classes=num_classes)
+        knobs = entry.identity_knobs(resolved)
+        return cls(model=model, knobs=tuple(knobs.items()), resolution=size, in_channels=int(in_channels), num_classes=num_classes)
 
     @property
     def knob_dict(self) -> dict[str, KnobValue]:
         return dict(self.knobs)
+
+    def knob(self, name: str) -> KnobValue:
+        """The value of knob ``name``, its default when the network leaves it out (e.g. ``exits`` -> 0)."""
+        values = self.knob_dict
+        if name in values:
+            return values[name]
+        defaults = get_model_entry(self.model).defaults()
+        if name not in defaults:
+            raise UsageError(f"model {self.model!r} has no knob {name!r}; knobs: {', '.join(defaults)}")
+        return defaults[name]
 
     @property
     def resolution_text(self) -> str:

@@ -39,6 +39,67 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one call of a leaf ``module`` that produced ``output`` (0 unless conv or linear)."""
+    if isinstance(module, nn.Conv2d):
+        kernel_h, kernel_w = module.kernel_size
+        return output.numel() * (module.in_channels // module.groups) * kernel_h * kernel_w
+    if isinstance(module, nn.Linear):
+        return output.numel() * module.in_features
+    return 0
+
+
+@dataclass(frozen=True)
+class StageProfile:
+    """One forward pass through a stage list: MACs of each stage (by name) and the shape of every named tensor."""
+
+    macs: dict[str, int]
+    shapes: dict[str, tuple[int, ...]]
+
+
+def profile_stages(stages, input_shape: tuple[int, ...]) -> StageProfile:
+    """Run every stage (exits included) once at ``input_shape``, in eval mode, and count MACs and shapes.
+
+    Nothing is computed: the tensors, weights included, live on PyTorch's
+    ``meta`` device, which carries shapes only, so this takes milliseconds on
+    any machine however loaded. MACs are counted as :func:`profile_model`
+    counts them; ``stages`` is a model's ``stages()`` (see
+    ``optiseg/models/_stages.py``). Every module's training flag is restored.
+    """
+    from torch.func import functional_call
+
+    from .models import INPUT
+
+    macs: dict[str, int] = {}
+    current = [""]
+
+    def on_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        macs[current[0]] += layer_macs(module, output)
+
+    modules = {id(m): m for stage in stages for m in stage.module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    hooks = [m.register_forward_hook(on_output) for m in modules.values()]
+    flags = [(m, m.training) for stage in stages for m in stage.module.modules()]
+    env = {INPUT: torch.zeros(input_shape, device="meta")}
+    size = tuple(input_shape[-2:])
+    try:
+        with torch.no_grad():
+            for stage in stages:
+                stage.module.eval()
+                current[0] = stage.name
+                macs[stage.name] = 0
+                meta = {name: t.to("meta") for name, t in [*stage.module.named_parameters(), *stage.module.named_buffers()]}
+                args = tuple(env[name] for name in stage.inputs)
+                kwargs = {"size": size} if stage.needs_input_size else {}
+                out = functional_call(stage.module, meta, args, kwargs)
+                env.update(zip(stage.outputs, out if isinstance(out, tuple) else (out,)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, was_training in flags:
+            module.training = was_training
+    return StageProfile(macs, {name: tuple(int(d) for d in t.shape) for name, t in env.items()})
+
+
 def profile_model(model: nn.Module, input_shape: tuple[int, int, int, int]) -> ModelProfile:
     """Count parameters, MACs and activation memory of one forward pass at ``input_shape`` (N=1)."""
     if input_shape[0] != 1:
@@ -50,11 +111,7 @@ def profile_model(model: nn.Module, input_shape: tuple[int, int, int, int]) -> M
         nonlocal macs, activation_elements
         if not (inputs and output.data_ptr() == inputs[0].data_ptr()):  # in-place ops and Identity allocate nothing
             activation_elements += output.numel()
-        if isinstance(module, nn.Conv2d):
-            kernel_h, kernel_w = module.kernel_size
-            macs += output.numel() * (module.in_channels // module.groups) * kernel_h * kernel_w
-        elif isinstance(module, nn.Linear):
-            macs += output.numel() * module.in_features
+        macs += layer_macs(module, output)
 
     hooks = [m.register_forward_hook(on_leaf_output) for m in model.modules() if not list(m.children())]
     was_training = model.training

@@ -143,7 +143,7 @@ def run_summary(args: argparse.Namespace) -> int:
         exported = export_onnx(model, Path(tmp) / "model.onnx", network)
     result = {
         "model": name,
-        "knobs": knobs,
+        "knobs": network.knob_dict,
         "resolution": format_resolution(resolution),
         "classes": classes,
         "in_channels": in_channels,
@@ -154,17 +154,23 @@ def run_summary(args: argparse.Namespace) -> int:
         "activation_mb": round(profile.activation_mb, 3),
         "onnx_mb": round(exported.size_mb, 4),
     }
+    exits = [s for s in model.stages() if s.exit is not None]
+    if exits:
+        from ..exits import cumulative_exit_macs
+
+        result["exit_macs"] = cumulative_exit_macs(model, network)
     if args.json:
         print_json(result)
         return 0
     rows = [
-        ("model", f"{name}  {format_knobs(knobs)}"),
+        ("model", f"{name}  {format_knobs(network.knob_dict)}"),
         ("input", f"{'x'.join(map(str, profile.input_shape))}  ({profile.input_mb:.2f} MB)"),
         ("classes", f"{classes} ({'binary, one logit' if classes == 1 else 'softmax logits'})"),
         ("parameters", f"{profile.params:,}  ({human_count(profile.params)})"),
-        ("multiply-accumulates", f"{profile.macs:,}  ({human_count(profile.macs)})"),
+        ("multiply-accumulates", f"{profile.macs:,}  ({human_count(profile.macs)})" + (", without exits" if exits else "")),
         ("activation memory", f"{profile.activation_mb:.2f} MB (one forward pass, float32)"),
         ("ONNX file", f"{exported.size_mb:.3f} MB"),
+        *((f"MACs up to {name} (as a chain)", f"{macs:,}  ({human_count(macs)})") for name, macs in result.get("exit_macs", {}).items()),
     ]
     print_table(None, ("", "value"), rows)
     return 0

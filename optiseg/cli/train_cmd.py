@@ -74,7 +74,7 @@ def run_train(args: argparse.Namespace) -> int:
     network = Network.create(model, knobs, resolution, in_channels=args.in_channels, num_classes=dataset.num_classes)
     run_dir = args.output or config.output / "train" / network.key
     cache = DatasetCache(dataset, budget_mb=config.data.cache_mb)
-    with ProgressReporter(console, f"{model} {format_knobs(knobs)} {format_resolution(resolution)}") as reporter:
+    with ProgressReporter(console, f"{model} {format_knobs(network.knob_dict)} {format_resolution(resolution)}") as reporter:
         result = train_network(
             network, dataset=dataset, training=training, run_dir=run_dir, cache=cache, reporter=reporter,
             export_onnx=not args.no_onnx,

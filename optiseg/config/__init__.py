@@ -24,7 +24,7 @@ from .device import DeviceConfig, MeasureSettings, SSHHost
 from .fidelity import FidelityConfig
 from .link import LinkConfig
 from .study import EFFORTS, Budget, Constraints, Quantization, StudyConfig, parse_duration
-from .training import AugmentConfig, TrainingConfig
+from .training import AugmentConfig, ExitTrainingConfig, TrainingConfig
 
 __all__ = [
     "EFFORTS",
@@ -38,6 +38,7 @@ __all__ = [
     "DataConfig",
     "DeviceConfig",
     "FidelityConfig",
+    "ExitTrainingConfig",
     "LinkConfig",
     "LoadedConfig",
     "MeasureSettings",

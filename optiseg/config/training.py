@@ -11,9 +11,9 @@ degrees). See README, "Training".
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_serializer
 
 from ._base import Section
 
@@ -36,6 +36,43 @@ class AugmentConfig(Section):
     brightness: float = Field(0.2, ge=0.0, le=1.0, description="largest brightness change (fraction), p=0.5")
     contrast: float = Field(0.2, ge=0.0, le=1.0, description="largest contrast change (fraction), p=0.5")
     hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip (0 when left/right matters)")
+
+
+class ExitTrainingConfig(Section):
+    """How a network with side exits (knob ``exits`` >= 1) is trained; ignored for a network without.
+
+    ``joint``: every output trained together on ``sum_k weights[k] x loss_k``
+    for ``epochs`` epochs. ``two_stage`` (the early-exit study's way): the
+    backbone and its final head alone for ``epochs`` epochs, then, from the
+    best of them, the exit heads for ``branch_epochs`` more at ``branch_lr``
+    with the backbone frozen (``backbone_lr: 0``: weights and BatchNorm
+    statistics) or trained on at ``backbone_lr``. The loss of each output is
+    the training loss (BCE or cross-entropy + Dice) on its logits.
+    """
+
+    schedule: Literal["joint", "two_stage"] = Field("joint", description="joint: all outputs at once; two_stage: backbone, then exit heads")
+    weights: tuple[NonNegativeFloat, ...] | None = Field(
+        None, description="loss weight of exit 1, ..., exit K and the final output (K + 1 numbers >= 0); default: 1 each"
+    )
+    branch_epochs: PositiveInt = Field(10, description="two_stage: epochs of the second stage (the exit heads)")
+    branch_lr: PositiveFloat | None = Field(None, description="two_stage: initial learning rate of the exit heads; default: training.lr")
+    backbone_lr: float = Field(
+        0.0, ge=0, description="two_stage: learning rate of the backbone in the second stage; 0 = frozen (the study: branch_lr / 100)"
+    )
+
+    def loss_weights(self, exits: int) -> tuple[float, ...]:
+        """The ``exits + 1`` loss weights (exits, then the final output); :class:`~optiseg.errors.UsageError` if ``weights`` has another length."""
+        if self.weights is None:
+            return (1.0,) * (exits + 1)
+        if len(self.weights) != exits + 1 or not any(self.weights):
+            from ..errors import UsageError
+
+            raise UsageError(
+                f"training.exits.weights = {list(self.weights)} is invalid for a network with {exits} exit(s): "
+                f"give {exits + 1} numbers, not all 0 (exit 1, ..., exit {exits}, final output)",
+                hint=f"e.g. weights: [{', '.join(['0.5'] * exits + ['1'])}], or leave it out for 1 each",
+            )
+        return tuple(float(w) for w in self.weights)
 
 
 class TrainingConfig(Section):
@@ -62,3 +99,13 @@ class TrainingConfig(Section):
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     seed: int = Field(0, description="seed of weights, shuffling and augmentation: same seed, same run")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="training augmentation")
+    exits: ExitTrainingConfig = Field(default_factory=ExitTrainingConfig, description="networks with side exits: schedule and loss weights")
+
+    @model_serializer(mode="wrap")
+    def _exits_only_when_set(self, handler: Any) -> dict[str, Any]:
+        """``exits`` counts in a dump (a run's identity, a study's settings hash) only when it differs from the
+        default, so the runs and studies made before it existed keep their identity."""
+        dumped = handler(self)
+        if isinstance(dumped, dict) and self.exits == ExitTrainingConfig():
+            dumped.pop("exits", None)
+        return dumped

@@ -14,21 +14,28 @@ from ._registry import (
     list_models,
     register_model,
 )
+from ._exits import ExitTap, exit_name, exit_names, forward_exits, output_names
 from ._resolution import check_resolution, format_resolution, parse_resolution
-from ._stages import INPUT, OUTPUT, Stage, run_stages
+from ._stages import INPUT, OUTPUT, Stage, crossing_names, run_stages
 
 __all__ = [
     "INPUT",
+    "ExitTap",
     "OUTPUT",
     "KnobSpec",
     "ModelEntry",
     "Stage",
     "build_model",
     "check_resolution",
+    "crossing_names",
+    "exit_name",
+    "exit_names",
     "format_knob_value",
     "format_resolution",
+    "forward_exits",
     "get_model_entry",
     "list_models",
+    "output_names",
     "parse_resolution",
     "register_model",
     "run_stages",

@@ -21,6 +21,14 @@ class KnobSpec:
     ``kind`` is ``float``, ``int`` or ``bool``. ``minimum`` is exclusive for
     floats when ``exclusive_minimum`` is set (a width multiplier of 0 is not a
     network); ``maximum`` is always inclusive.
+
+    A ``neutral`` knob adds something to the network that its default leaves
+    out (``exits=0``: no side exits), so a network at that default is the
+    network as it was before the knob existed: the knob is left out of its
+    identity (:meth:`ModelEntry.identity_knobs`, hence ``Network.key``,
+    checkpoints and run folders). ``only_with`` names the knob it refines
+    (``exit_width`` only matters with ``exits`` >= 1); while that knob is at its
+    default, this one is left out of the identity too, whatever its value.
     """
 
     name: str
@@ -30,6 +38,8 @@ class KnobSpec:
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: bool = False
+    neutral: bool = False
+    only_with: str | None = None
 
     def range_text(self) -> str:
         """The valid values, e.g. ``0 < a <= 1``, ``integer 1 <= r <= 8`` or ``0 or 1``."""
@@ -89,6 +99,22 @@ class ModelEntry:
     def defaults(self) -> dict[str, KnobValue]:
         return {k.name: k.default for k in self.knobs}
 
+    def identity_knobs(self, resolved: Mapping[str, KnobValue]) -> dict[str, KnobValue]:
+        """``resolved`` without the neutral knobs that leave the network as it is (see :class:`KnobSpec`).
+
+        ``fastscnn`` with ``exits=0`` keeps ``{a, t, r, pp}``, the knobs it had
+        before exits existed, so its key, checkpoints and run folders are unchanged.
+        """
+        specs = {k.name: k for k in self.knobs}
+
+        def at_default(name: str) -> bool:
+            return name in specs and resolved.get(name, specs[name].default) == specs[name].default
+
+        return {
+            name: value for name, value in resolved.items()
+            if not (specs[name].neutral and (at_default(name) or (specs[name].only_with and at_default(specs[name].only_with))))
+        }
+
     def resolve_knobs(self, knobs: Mapping[str, Any] | None) -> dict[str, KnobValue]:
         """Merge ``knobs`` over the defaults, checking names, types and ranges."""
         specs = {k.name: k for k in self.knobs}
@@ -124,6 +150,9 @@ def register_model(name: str, knobs: tuple[KnobSpec, ...], summary: str):
             raise TypeError(f"{cls.__name__}: knob specs {spec_defaults} do not match signature {arch_params}")
         if name in _REGISTRY:
             raise TypeError(f"model {name!r} is registered twice")
+        for knob in knobs:
+            if knob.only_with is not None and not (knob.neutral and knob.only_with in spec_defaults):
+                raise TypeError(f"{cls.__name__}: knob {knob.name!r} refines {knob.only_with!r}: it must be neutral, of a knob of the model")
         if not callable(getattr(cls, "stages", None)):
             raise TypeError(f"{cls.__name__}: a registered model declares its stages (a `stages()` method, see models/_stages.py)")
         _REGISTRY[name] = ModelEntry(name=name, cls=cls, knobs=knobs, summary=summary)

@@ -7,8 +7,16 @@ tensors and writes named tensors; the network reads :data:`INPUT` and its last
 stage writes :data:`OUTPUT`. This is timm's ``feature_info`` idea carried one
 step further: besides *where* the features are, the stage list says *what a
 later part of the network still needs* at every boundary, which is what split
-computing (``optiseg.split``) sends over a link and what early exits will
-attach to.
+computing (``optiseg.split``) sends over a link and what early exits
+(``optiseg.exits``) chain their stage graphs with.
+
+A side *exit* is a branch of stages with ``exit`` set to its name: a light
+segmentation head on a feature the network computes anyway, then the
+upsampling of its logits to the input size, written as the exit's name
+(``exit1``, ``exit2``, ...), as the network's own classifier and upsampling
+write ``logits``. Nothing reads an exit, so :func:`run_stages` only runs one
+when it is wanted: the plain forward pass (``wanted=[OUTPUT]``) is the network
+without exits, and ``wanted=[exit1, ..., OUTPUT]`` gives every output at once.
 
 ``cut_after`` marks the boundaries where the model's author allows a cut
 (e.g. U-Net: after each max-pool). Whatever crosses such a boundary is derived,
@@ -37,7 +45,9 @@ class Stage:
     order) and returns one tensor, or a tuple with one tensor per name in
     ``outputs``. With ``needs_input_size`` it is also given ``size=(H, W)``, the
     network's input size (a constant of an exported graph, so a part of the
-    network that no longer sees the image can still resize to it).
+    network that no longer sees the image can still resize to it). ``exit``
+    names the side exit the stage belongs to (None: the network's own stages);
+    the exit's last stage writes its logits at the input size under that name.
     """
 
     name: str
@@ -46,6 +56,7 @@ class Stage:
     outputs: tuple[str, ...]
     cut_after: bool = True
     needs_input_size: bool = False
+    exit: str | None = None
 
 
 def run_stages(
@@ -56,16 +67,27 @@ def run_stages(
 ) -> dict[str, torch.Tensor]:
     """Run ``stages`` on the named ``tensors`` and return the ``wanted`` ones.
 
-    A tensor is dropped as soon as no later stage reads it and it is not
-    wanted, so inference keeps no more alive than the plain forward pass does.
+    Only the stages that a wanted tensor depends on run (an exit nobody asked
+    for costs nothing). A tensor is dropped as soon as no later stage reads it
+    and it is not wanted, so inference keeps no more alive than the plain
+    forward pass does.
     """
+    needed = set(wanted)
+    runs = [False] * len(stages)
+    for index in range(len(stages) - 1, -1, -1):
+        if needed.intersection(stages[index].outputs):
+            runs[index] = True
+            needed.update(stages[index].inputs)
     last_use: dict[str, int] = {}
     for index, stage in enumerate(stages):
-        for name in stage.inputs:
-            last_use[name] = index
+        if runs[index]:
+            for name in stage.inputs:
+                last_use[name] = index
     env = dict(tensors)
     keep = set(wanted)
     for index, stage in enumerate(stages):
+        if not runs[index]:
+            continue
         args = []
         for name in stage.inputs:
             if name not in env:
@@ -80,6 +102,13 @@ def run_stages(
             if last_use.get(name) == index and name not in keep:
                 env.pop(name, None)
     return {name: env[name] for name in wanted}
+
+
+def crossing_names(stages: Sequence[Stage], stage_index: int) -> list[str]:
+    """Names written by stages ``<= stage_index`` (or the image) and read by a later stage, in the order written."""
+    written = [INPUT] + [name for stage in stages[: stage_index + 1] for name in stage.outputs]
+    read_later = {name for stage in stages[stage_index + 1 :] for name in stage.inputs}
+    return [name for name in written if name in read_later]
 
 
 class ResizeToInput(nn.Module):

@@ -20,6 +20,7 @@ from torch import nn
 
 from ._layers import ConvBNReLU, resize_to, scaled_width
 from ._registry import KnobSpec, register_model
+from ._exits import build_exit_heads, exit_knobs, with_exits
 from ._stages import INPUT, OUTPUT, ResizeToInput, Stage, run_stages
 
 _SMALLEST_BASE_WIDTH = 8  # the stem block's 1x1 reduction
@@ -30,6 +31,7 @@ BISENETV2_KNOBS = (
     KnobSpec("r", int, 3, "stride-1 gather-and-expand layers in the 1/32 stage", 1, 8),
     KnobSpec("ce", bool, True, "context-embedding block on (1) or off (0)"),
     KnobSpec("head_mid", int, 1024, "mid channels of the segment head", 1, 4096),
+    *exit_knobs(),
 )
 
 
@@ -128,6 +130,8 @@ class BiSeNetV2(nn.Module):
         r: int = 3,
         ce: bool = True,
         head_mid: int = 1024,
+        exits: int = 0,
+        exit_width: int = 64,
     ):
         super().__init__()
 
@@ -162,13 +166,21 @@ class BiSeNetV2(nn.Module):
             nn.Conv2d(head_mid, num_classes, 1),
         )
         self.upsample = ResizeToInput()
+        # Built last, so the backbone's initial weights are those of the network without exits.
+        self.exit_taps, self.exit_heads = build_exit_heads(self._backbone(), exits, exit_width, num_classes, in_channels, "bisenetv2")
 
     def stages(self) -> tuple[Stage, ...]:
         """The detail branch's three stages, then the semantic branch's, aggregation, head, upsampling.
 
         The detail branch runs first, so its output ``detail`` (and the image,
         until the stem has read it) crosses every cut inside the semantic branch.
+        Exits (knob ``exits``) follow the stages they tap: the semantic stages
+        and the aggregation, where the image no longer crosses (the cuts inside
+        the detail branch still send it to the semantic stem).
         """
+        return with_exits(self._backbone(), self.exit_taps, self.exit_heads)
+
+    def _backbone(self) -> tuple[Stage, ...]:
         semantic = [
             Stage("semantic_stem", self.semantic[0], (INPUT,), ("semantic_1_4",)),
             Stage("semantic_1_8", self.semantic[1:3], ("semantic_1_4",), ("semantic_1_8",)),

@@ -23,6 +23,7 @@ from ._layers import (
     scaled_width,
 )
 from ._registry import KnobSpec, register_model
+from ._exits import build_exit_heads, exit_knobs, with_exits
 from ._stages import INPUT, OUTPUT, ResizeToInput, Stage, run_stages
 
 _SMALLEST_BASE_WIDTH = 32  # the first convolution; the pyramid pooling needs int(128 a) // 4 >= 1, the same bound
@@ -32,6 +33,7 @@ FASTSCNN_KNOBS = (
     KnobSpec("t", int, 6, "expansion factor of the bottlenecks", 1, 16),
     KnobSpec("r", int, 3, "bottlenecks per group", 1, 8),
     KnobSpec("pp", bool, True, "pyramid pooling module on (1) or off (0)"),
+    *exit_knobs(),
 )
 
 
@@ -80,6 +82,8 @@ class FastSCNN(nn.Module):
         t: int = 6,
         r: int = 3,
         pp: bool = True,
+        exits: int = 0,
+        exit_width: int = 64,
     ):
         super().__init__()
 
@@ -106,13 +110,19 @@ class FastSCNN(nn.Module):
             nn.Conv2d(c128, num_classes, 1),
         )
         self.upsample = ResizeToInput()
+        # Built last, so the backbone's initial weights are those of the network without exits.
+        self.exit_taps, self.exit_heads = build_exit_heads(self._backbone(), exits, exit_width, num_classes, in_channels, "fastscnn")
 
     def stages(self) -> tuple[Stage, ...]:
         """Learning-to-downsample, the three bottleneck groups (and pyramid pooling), fusion, classifier, upsampling.
 
         The learning-to-downsample output ``ltd`` is read again by the fusion, so
-        it crosses every cut inside the global feature extractor.
+        it crosses every cut inside the global feature extractor. Exits (knob
+        ``exits``) follow the stages they tap.
         """
+        return with_exits(self._backbone(), self.exit_taps, self.exit_heads)
+
+    def _backbone(self) -> tuple[Stage, ...]:
         groups = [Stage(f"bottlenecks{i + 1}", self.global_features[i], (prev,), (f"gfe{i + 1}",))
                   for i, prev in enumerate(("ltd", "gfe1", "gfe2"))]
         low_res = "gfe3"

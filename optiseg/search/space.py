@@ -82,7 +82,7 @@ class SearchSpace:
         values = {**self.baseline, **params}
         entry = get_model_entry(self.model)
         return Network.create(
-            self.model, {k: values[k] for k in entry.knob_names}, values["resolution"],
+            self.model, {k: values[k] for k in entry.knob_names if k in values}, values["resolution"],
             in_channels=int(values["in_channels"]), num_classes=num_classes,
         )
 
@@ -304,6 +304,9 @@ def build_search_space(
         baseline[name] = values[0]
         if len(values) > 1:
             choices[name] = values
+    for spec in entry.knobs:  # a neutral knob not searched (exits) is no part of the baseline: old studies keep their hash
+        if spec.neutral and spec.name not in choices and baseline.get(spec.name) == spec.default:
+            baseline.pop(spec.name, None)
     if len(modes) > 1:
         choices["mode"] = modes
     if modes != ("device",):  # a study made before modes existed keeps its baseline, hence its settings hash

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from ..errors import UsageError
 from ..models import INPUT, Stage
+from ..models._stages import crossing_names
 from ..network import Network
 
 IMAGE = "image"  # the link's name of the network input when it crosses a cut (BiSeNetV2: until the semantic stem)
@@ -97,13 +97,6 @@ def model_stages(model: nn.Module) -> tuple[Stage, ...]:
     return tuple(stages())
 
 
-def crossing_names(stages: Sequence[Stage], stage_index: int) -> list[str]:
-    """Names written by stages ``<= stage_index`` (or the image) and read by a later stage, in the order written."""
-    written = [INPUT] + [name for stage in stages[: stage_index + 1] for name in stage.outputs]
-    read_later = {name for stage in stages[stage_index + 1 :] for name in stage.inputs}
-    return [name for name in written if name in read_later]
-
-
 def cut_points(network: Network, model: nn.Module | None = None) -> list[CutPoint]:
     """Every cut point of ``network`` (its module ``model``, built if not given), with shapes at its resolution."""
     module = model if model is not None else network.build()
@@ -158,16 +151,6 @@ def find_cut(cuts: Sequence[CutPoint], name: str | int) -> CutPoint:
 
 def tensor_shapes(model: nn.Module, network: Network) -> dict[str, tuple[int, ...]]:
     """Shape of every named tensor of one forward pass at ``network.input_shape``."""
-    stages = model_stages(model)
-    was_training = model.training
-    model.eval()
-    env = {INPUT: torch.zeros(network.input_shape)}
-    try:
-        with torch.no_grad():
-            for stage in stages:
-                args = [env[name] for name in stage.inputs]
-                out = stage.module(*args, size=network.resolution) if stage.needs_input_size else stage.module(*args)
-                env.update(zip(stage.outputs, out if isinstance(out, tuple) else (out,)))
-    finally:
-        model.train(was_training)
-    return {name: tuple(int(d) for d in t.shape) for name, t in env.items()}
+    from ..profile import profile_stages
+
+    return profile_stages(model_stages(model), network.input_shape).shapes

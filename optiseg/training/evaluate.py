@@ -77,27 +77,59 @@ def evaluate(
     Each image is resized whole to the input size; its logits are resized back
     (bilinear) to the image's original size, where loss and confusion are taken.
     """
+    return _evaluate(lambda batch: [model(batch)], model, images, original_masks, 1, loss_fn=loss_fn, class_names=class_names,
+                     binary=binary, in_channels=in_channels, device=device, amp=amp, batch_size=batch_size)[0]
+
+
+@torch.no_grad()
+def evaluate_outputs(
+    model: nn.Module,
+    images: ResizedSplit,
+    original_masks: OriginalMasks,
+    *,
+    loss_fn: nn.Module,
+    class_names: tuple[str, ...],
+    binary: bool,
+    in_channels: int,
+    device: torch.device,
+    amp: bool = False,
+    batch_size: int = 16,
+) -> list[SplitEvaluation]:
+    """:func:`evaluate` of every output of a network with side exits, in order: each exit, then the final logits."""
+    from ..models import forward_exits, output_names
+
+    count = len(output_names(model.stages()))
+    return _evaluate(lambda batch: forward_exits(model, batch), model, images, original_masks, count, loss_fn=loss_fn,
+                     class_names=class_names, binary=binary, in_channels=in_channels, device=device, amp=amp, batch_size=batch_size)
+
+
+def _evaluate(forward, model, images, original_masks, count: int, *, loss_fn, class_names, binary, in_channels, device, amp,
+              batch_size) -> list[SplitEvaluation]:
     model.eval()
     num_classes = len(class_names)
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    loss_sum, loss_pixels = 0.0, 0
+    confusions = [np.zeros((num_classes, num_classes), np.int64) for _ in range(count)]
+    loss_sums, loss_pixels = [0.0] * count, 0
     autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
     for start in range(0, len(images), batch_size):
         indices = range(start, min(start + batch_size, len(images)))
         batch = to_model_input(np.stack([images[i][0] for i in indices]), in_channels, device)
         with autocast:
-            logits = model(batch)
+            outputs = forward(batch)
         for row, index in enumerate(indices):
             truth = original_masks[index]
             target = torch.from_numpy(truth).to(device)
-            upsampled = upsample_logits(logits[row], truth.shape[:2])
             pixels = int((target != IGNORE).sum())
-            if pixels:
-                loss_sum += float(loss_fn(upsampled[None], target[None])) * pixels
-                loss_pixels += pixels
-            confusion += confusion_matrix(truth, decide(upsampled).cpu().numpy(), num_classes, IGNORE)
-    loss = loss_sum / loss_pixels if loss_pixels else float("nan")
-    return SplitEvaluation(loss, confusion, scores_from_confusion(confusion, class_names, binary))
+            loss_pixels += pixels
+            for k, logits in enumerate(outputs):
+                upsampled = upsample_logits(logits[row], truth.shape[:2])
+                if pixels:
+                    loss_sums[k] += float(loss_fn(upsampled[None], target[None])) * pixels
+                confusions[k] += confusion_matrix(truth, decide(upsampled).cpu().numpy(), num_classes, IGNORE)
+    return [
+        SplitEvaluation(loss_sum / loss_pixels if loss_pixels else float("nan"), confusion,
+                        scores_from_confusion(confusion, class_names, binary))
+        for loss_sum, confusion in zip(loss_sums, confusions)
+    ]
 
 
 def evaluate_onnx(
@@ -144,10 +176,18 @@ def score_onnx_predictions(
     """
     num_classes = len(class_names)
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    cpu = torch.device("cpu")
     for index in range(len(images)):
-        batch = to_model_input(images[index][0][None], in_channels, cpu).contiguous().numpy()
-        logits = torch.from_numpy(np.asarray(predict(batch))[0])
-        truth = original_masks[index]
-        confusion += confusion_matrix(truth, predict_classes(logits, truth.shape[:2]).numpy(), num_classes, IGNORE)
+        logits = np.asarray(predict(onnx_input(images[index][0], in_channels)))[0]
+        confusion += logits_confusion(logits, original_masks[index], num_classes)
     return scores_from_confusion(confusion, class_names, binary)
+
+
+def onnx_input(image: np.ndarray, in_channels: int) -> np.ndarray:
+    """One uint8 RGB image (H, W, 3) at the network's size -> the float32 batch of one (1, C, H, W) an ONNX model takes."""
+    return to_model_input(image[None], in_channels, torch.device("cpu")).contiguous().numpy()
+
+
+def logits_confusion(logits: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """The confusion matrix of one image's logits (C, h, w), upsampled to its mask ``truth`` (original size) and decided."""
+    predicted = predict_classes(torch.from_numpy(np.asarray(logits)), truth.shape[:2]).numpy()
+    return confusion_matrix(truth, predicted, num_classes, IGNORE)

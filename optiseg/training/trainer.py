@@ -22,8 +22,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import TrainingConfig
 from ..data import Dataset, DatasetCache, build_train_transform, epoch_batches, train_source_size
 from ..errors import OptisegError, UsageError
-from ..models import format_resolution
+from ..models import INPUT, OUTPUT, format_resolution, output_names, run_stages
 from ..network import Network
 from ._run_folder import (
     BEST,
@@ -51,7 +51,9 @@ from ._run_folder import (
     run_identity,
     stored_result,
 )
-from .evaluate import SplitEvaluation, evaluate, to_model_input
+from ..models._exits import exit_head_modules, exit_sources
+from ._phases import Phase, parameter_groups, plan_phases, selection_weights
+from .evaluate import SplitEvaluation, evaluate, evaluate_outputs, to_model_input
 from .losses import SegmentationLoss
 
 class Reporter:
@@ -149,7 +151,12 @@ class _Run:
         torch.manual_seed(training.seed)
         self.model = network.build()
         self.model.to(self.device, memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+        self.outputs = output_names(self.model.stages())
+        self.exits = len(self.outputs) - 1
+        self.phases = plan_phases(training, self.exits)
+        self.loss_weights = training.exits.loss_weights(self.exits) if self.exits else (1.0,)
+        self.phase_index, self.phase_start_epoch, self.phase_start_step = 0, 0, 0
+        self.optimizer = self._optimizer(self.phases[0])
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.epoch = 0  # finished epochs
         self.step = 0
@@ -174,11 +181,10 @@ class _Run:
         source = self.cache.resized("train", train_source_size(self.resolution, training.augment, label_scale))
         batches = len(source) // training.batch_size
         transform = build_train_transform(self.resolution, training.augment, label_scale)
-        total_steps = training.epochs * batches
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         _notify(self.reporter, "on_train_start", {
-            "epochs": training.epochs, "start_epoch": self.epoch, "batches": batches, "device": str(self.device),
+            "epochs": self._planned_epochs(), "start_epoch": self.epoch, "batches": batches, "device": str(self.device),
             "amp": self.amp, "resolution": format_resolution(self.resolution), "train_images": len(source),
             "batch_size": training.batch_size,
         })
@@ -186,72 +192,146 @@ class _Run:
             for problem in self.dataset.warnings:
                 self._log(f"data warning: {problem}")
             self._log(f"training {self.model_name} {self.knobs} at {format_resolution(self.resolution)} on {self.device}"
-                      f"{' with mixed precision' if self.amp else ''}: {training.epochs} epochs of {batches} batches, "
-                      f"masks at {label_scale}x the input size")
-        while self.epoch < training.epochs and not self.stopped_early:
+                      f"{' with mixed precision' if self.amp else ''}: {self._planned_epochs()} epochs of {batches} batches, "
+                      f"masks at {label_scale}x the input size" + self._phases_text())
+        while True:
+            phase = self.phases[self.phase_index]
+            if self.stopped_early or self.epoch - self.phase_start_epoch >= phase.epochs:
+                if self.phase_index + 1 == len(self.phases):
+                    break
+                self._next_phase()
+                continue
             epoch = self.epoch + 1
-            _notify(self.reporter, "on_epoch_start", epoch, training.epochs)
+            _notify(self.reporter, "on_epoch_start", epoch, self._planned_epochs())
             started = time.perf_counter()
-            train_loss, data_seconds = self._train_epoch(epoch, source, transform, batches, total_steps)
+            train_loss, data_seconds = self._train_epoch(epoch, phase, source, transform, batches, phase.epochs * batches)
             train_seconds = time.perf_counter() - started
             validation = self._evaluate(val_images, val_masks)
-            entry = self._record(epoch, train_loss, validation, batches, train_seconds, data_seconds, time.perf_counter() - started)
-            _notify(self.reporter, "on_epoch_end", epoch, training.epochs, entry)
+            entry = self._record(epoch, phase, train_loss, validation, batches, train_seconds, data_seconds, time.perf_counter() - started)
+            _notify(self.reporter, "on_epoch_end", epoch, self._planned_epochs(), entry)
 
-    def _train_epoch(self, epoch: int, source, transform, batches: int, total_steps: int) -> tuple[float, float]:
+    def _optimizer(self, phase: Phase) -> torch.optim.Adam:
+        return torch.optim.Adam(parameter_groups(self.model, phase), lr=phase.heads_lr, weight_decay=self.training.weight_decay)
+
+    def _planned_epochs(self) -> int:
+        """Epochs of the whole run: those before the current phase, then every phase's from it on."""
+        return self.phase_start_epoch + sum(p.epochs for p in self.phases[self.phase_index:])
+
+    def _phases_text(self) -> str:
+        if not self.exits:
+            return ""
+        phases = ", then ".join(f"{p.name} ({p.epochs} epochs, loss weights {list(p.loss_weights)})" for p in self.phases)
+        return f"; {self.exits} exit(s), {self.training.exits.schedule}: {phases}"
+
+    def _next_phase(self) -> None:
+        """Start the next phase from the best epoch of this one, with a fresh optimizer and its own best epoch."""
+        self._load_best()
+        self.phase_index += 1
+        self.phase_start_epoch, self.phase_start_step = self.epoch, self.step
+        self.optimizer = self._optimizer(self.phases[self.phase_index])
+        self.best_value, self.bad_epochs, self.stopped_early = math.inf, 0, False
+        self._log(f"phase {self.phases[self.phase_index].name} from the best epoch {self.best_epoch} of phase "
+                  f"{self.phases[self.phase_index - 1].name}")
+
+    def _train_epoch(self, epoch: int, phase: Phase, source, transform, batches: int, total_steps: int) -> tuple[float, float]:
         training = self.training
         seed = [training.seed, epoch]
         transform.reseed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
         torch.manual_seed(int(np.random.SeedSequence([*seed, 1]).generate_state(1)[0]))
         rng = np.random.default_rng(seed)
-        self.model.train()
+        trained = phase.trained_outputs(self.outputs)
+        weights = [w for w in phase.loss_weights if w > 0]
+        bases = [phase.heads_lr, phase.backbone_lr][: len(self.optimizer.param_groups)]
         autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if self.amp else nullcontext()
         loss_sum, data_seconds = 0.0, 0.0
         iterator = epoch_batches(source, transform, training.batch_size, rng)
-        for batch_index in range(1, batches + 1):
-            fetched = time.perf_counter()
-            images, masks = next(iterator)
-            inputs = to_model_input(images, self.in_channels, self.device)
-            target = torch.from_numpy(masks).to(self.device, non_blocking=True)
-            data_seconds += time.perf_counter() - fetched
-            lr = training.lr * (1 - self.step / total_steps) ** training.lr_power
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                logits = self.model(inputs)
-            loss = self.loss_fn(logits, target)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.step += 1
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise OptisegError(
-                    f"training diverged at epoch {epoch}, batch {batch_index}: the loss is {loss_value}",
-                    hint="lower training.lr (e.g. by 10x) and train into a new run folder",
-                )
-            loss_sum += loss_value
-            _notify(self.reporter, "on_batch_end", epoch, batch_index, batches, loss_value)
+        with self._training_mode(phase):
+            for batch_index in range(1, batches + 1):
+                fetched = time.perf_counter()
+                images, masks = next(iterator)
+                inputs = to_model_input(images, self.in_channels, self.device)
+                target = torch.from_numpy(masks).to(self.device, non_blocking=True)
+                data_seconds += time.perf_counter() - fetched
+                for group, base in zip(self.optimizer.param_groups, bases):
+                    group["lr"] = base * (1 - (self.step - self.phase_start_step) / total_steps) ** training.lr_power
+                self.optimizer.zero_grad(set_to_none=True)
+                with autocast:
+                    if trained == (OUTPUT,):
+                        logits = [self.model(inputs)]
+                    else:
+                        outputs = run_stages(self.model.stages(), {INPUT: inputs}, inputs.shape[-2:], trained)
+                        logits = [outputs[name] for name in trained]
+                if weights == [1.0]:
+                    loss = self.loss_fn(logits[0], target)
+                else:
+                    loss = sum(weight * self.loss_fn(output, target) for weight, output in zip(weights, logits))
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.step += 1
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise OptisegError(
+                        f"training diverged at epoch {epoch}, batch {batch_index}: the loss is {loss_value}",
+                        hint="lower training.lr (e.g. by 10x) and train into a new run folder",
+                    )
+                loss_sum += loss_value
+                _notify(self.reporter, "on_batch_end", epoch, batch_index, batches, loss_value)
         return loss_sum / batches, data_seconds
 
-    def _evaluate(self, images, masks) -> SplitEvaluation:
-        return evaluate(
+    @contextmanager
+    def _training_mode(self, phase: Phase) -> Iterator[None]:
+        """The model in training mode; with a frozen backbone only the exit heads train (and update BatchNorm statistics)."""
+        self.model.train()
+        if not (phase.name == "branches" and phase.frozen_backbone):
+            yield
+            return
+        self.model.eval()
+        heads = exit_head_modules(self.model.stages())
+        for head in heads:
+            head.train()
+        head_ids = {id(p) for head in heads for p in head.parameters()}
+        frozen = [p for p in self.model.parameters() if id(p) not in head_ids and p.requires_grad]
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for parameter in frozen:
+                parameter.requires_grad_(True)
+
+    def _evaluate(self, images, masks) -> list[SplitEvaluation]:
+        """One evaluation per output (each exit, then the final logits)."""
+        score = evaluate_outputs if self.exits else evaluate
+        results = score(
             self.model, images, masks, loss_fn=self.loss_fn, class_names=self.dataset.class_names,
             binary=self.dataset.binary, in_channels=self.in_channels, device=self.device, amp=self.amp,
             batch_size=max(self.training.batch_size, 16),
         )
+        return results if self.exits else [results]
 
-    def _record(self, epoch, train_loss, validation: SplitEvaluation, batches, train_seconds, data_seconds, seconds) -> dict[str, Any]:
+    def _selection_value(self, phase: Phase, evaluations: list[SplitEvaluation]) -> float:
+        """The figure that picks the best epoch (lower is better): the final output's, or the outputs' weighted mean."""
+        by_loss = self.training.select_by == "val_loss"
+        if len(evaluations) == 1:
+            return evaluations[0].loss if by_loss else -(evaluations[0].scores.primary_iou or 0.0)
+        weights = selection_weights(phase, self.loss_weights)
+        figures = [e.loss if by_loss else -(e.scores.primary_iou or 0.0) for e in evaluations]
+        return sum(w * f for w, f in zip(weights, figures) if w > 0) / sum(weights)
+
+    def _record(self, epoch, phase: Phase, train_loss, evaluations: list[SplitEvaluation], batches, train_seconds, data_seconds,
+                seconds) -> dict[str, Any]:
         training = self.training
+        validation = evaluations[-1]
         scores = validation.scores
-        value = validation.loss if training.select_by == "val_loss" else -(scores.primary_iou or 0.0)
+        value = self._selection_value(phase, evaluations)
         improved = value < self.best_value or self.best_epoch == 0  # a NaN loss (no labelled pixel) still gives a best epoch
         if improved:
             self.best_epoch, self.best_value, self.bad_epochs = epoch, value, 0
         else:
             self.bad_epochs += 1
-        self.stopped_early = bool(training.patience and self.bad_epochs >= training.patience and epoch < training.epochs)
+        phase_end = self.phase_start_epoch + phase.epochs
+        self.stopped_early = bool(training.patience and self.bad_epochs >= training.patience and epoch < phase_end)
         images = batches * training.batch_size
         entry = {
             "epoch": epoch,
@@ -265,6 +345,9 @@ class _Run:
             "data_share": data_seconds / train_seconds,
             "best": improved,
         }
+        if self.exits:
+            entry["phase"] = phase.name
+            entry["val_exits"] = _exit_figures(self.outputs, evaluations)
         self.history.append(entry)
         self.epoch = epoch
         if improved:
@@ -281,12 +364,15 @@ class _Run:
             "stopped_early": self.stopped_early,
             "history": self.history,
             "resumed_from": self.resumed_from,
+            **({"phase": self.phase_index, "phase_start_epoch": self.phase_start_epoch, "phase_start_step": self.phase_start_step}
+               if self.exits else {}),
         })
         val_iou = scores.primary_iou
         self._log(
-            f"epoch {epoch}/{training.epochs} train_loss={train_loss:.4f} val_loss={validation.loss:.4f} "
+            f"epoch {epoch}/{self._planned_epochs()} train_loss={train_loss:.4f} val_loss={validation.loss:.4f} "
             f"val_iou={'n/a' if val_iou is None else f'{val_iou:.4f}'} lr={entry['lr']:.2e} {seconds:.1f}s "
             f"{entry['images_per_second']:.1f} img/s data={entry['data_share']:.1%}{' best' if improved else ''}"
+            + (f" phase={phase.name} exit_iou={','.join(_fmt(e['iou']) for e in entry['val_exits'])}" if self.exits else "")
             + (f"; stopping early: no better {training.select_by} for {self.bad_epochs} epochs" if self.stopped_early else "")
         )
         return entry
@@ -311,6 +397,9 @@ class _Run:
         refuse_other_run(self.run_dir, state.get("run", {}), self.identity)
         self.model.load_state_dict(state["state_dict"])
         self.model.to(self.device, memory_format=torch.channels_last)
+        self.phase_index = int(state.get("phase", 0))
+        self.phase_start_epoch, self.phase_start_step = int(state.get("phase_start_epoch", 0)), int(state.get("phase_start_step", 0))
+        self.optimizer = self._optimizer(self.phases[self.phase_index])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.amp and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -319,7 +408,7 @@ class _Run:
         self.stopped_early = bool(state["stopped_early"])
         self.history = list(state["history"])
         self.resumed_from = [*state.get("resumed_from", []), self.epoch]
-        self._log(f"resumed from {CHECKPOINT} after epoch {self.epoch}/{self.training.epochs}")
+        self._log(f"resumed from {CHECKPOINT} after epoch {self.epoch}/{self._planned_epochs()}")
 
     # ------------------------------------------------------------ results
 
@@ -349,7 +438,8 @@ class _Run:
             self.history, self.best_epoch = list(state["history"]), int(state["best_epoch"])
             self.resumed_from, self.stopped_early = list(state.get("resumed_from", [])), bool(state["stopped_early"])
         _notify(self.reporter, "on_evaluate", "test")
-        test = self._evaluate(self.cache.resized("test", self.resolution), self.cache.original_masks("test"))
+        evaluations = self._evaluate(self.cache.resized("test", self.resolution), self.cache.original_masks("test"))
+        test = evaluations[-1]
         best = self.history[self.best_epoch - 1]
         train_seconds = sum(h["seconds"] for h in self.history)
         metrics = {
@@ -368,7 +458,7 @@ class _Run:
             "val_loss": best["val_loss"],
             "best_epoch": self.best_epoch,
             "epochs_run": len(self.history),
-            "epochs": self.training.epochs,
+            "epochs": self._planned_epochs(),
             "stopped_early": self.stopped_early,
             "resumed_from": self.resumed_from,
             "train_seconds": train_seconds,
@@ -381,8 +471,23 @@ class _Run:
             "files": {"checkpoint": BEST, "last": CHECKPOINT, "onnx": None, "log": LOG},
             "history": self.history,
         }
+        if self.exits:
+            metrics["exits"] = self._exit_metrics(best, evaluations)
         self._log(f"done: best epoch {self.best_epoch}, test IoU {_fmt(metrics['test_iou'])}, test mIoU {_fmt(metrics['test_miou'])}")
         return metrics
+
+    def _exit_metrics(self, best: dict[str, Any], test: list[SplitEvaluation]) -> dict[str, Any]:
+        """What metrics.json says about the exits: where they are, how they were trained, their val and test figures."""
+        stages = self.model.stages()
+        settings = self.training.exits
+        return {
+            "names": list(self.outputs[:-1]),
+            "after": list(exit_sources(stages).values()),
+            "schedule": settings.schedule,
+            "loss_weights": list(self.loss_weights),
+            "val": best["val_exits"],
+            "test": _exit_figures(self.outputs, test),
+        }
 
     def _export(self, metrics: dict[str, Any]) -> None:
         from ..export import export_onnx
@@ -398,6 +503,14 @@ class _Run:
         stamp = datetime.now().isoformat(sep=" ", timespec="seconds")
         with open(self.run_dir / LOG, "a", encoding="utf-8") as handle:
             handle.write(f"{stamp} {message}\n")
+
+
+def _exit_figures(outputs: tuple[str, ...], evaluations: list[SplitEvaluation]) -> list[dict[str, Any]]:
+    """Loss and scores of each exit (the final output's are the run's own figures)."""
+    return [
+        {"name": name, "loss": e.loss, "iou": e.scores.primary_iou, "miou": e.scores.mean_iou, "dice": e.scores.primary_dice}
+        for name, e in zip(outputs[:-1], evaluations[:-1])
+    ]
 
 
 def _fmt(value: float | None) -> str:
