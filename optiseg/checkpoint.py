@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ._atomic import write_bytes_atomic
+from ._paths import read_regular, require_input
 from .errors import OptisegError
 from .models import build_model
 from .network import Network
@@ -40,10 +41,9 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`."""
     path = Path(path)
-    if not path.is_file():
-        raise OptisegError(f"checkpoint {path} does not exist")
+    require_input(path, "checkpoint", hint="give the checkpoint.pt or best.pt of a training run (`optiseg train` prints it)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(read_regular(path)), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise OptisegError(
             f"checkpoint {path} cannot be read: {exc}",

@@ -7,6 +7,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${OPTISEG_VENV:-$REPO/.venv}"
 TORCH_VERSION=2.13.0
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -32,8 +33,8 @@ apt_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 }
 
-# python_env EXTRAS: .venv with torch 2.13.0 (installed first, so pip never fetches a CUDA build)
-# and optiseg installed editable with EXTRAS ("" or "[dev]").
+# python_env EXTRAS: .venv with torch 2.13.0 (installed first: the CPU build unless nvidia-smi is there, so pip
+# never fetches a CUDA build a machine cannot use) and optiseg installed editable with EXTRAS ("" or "[dev]").
 python_env() {
     local extras="$1"
     if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -43,8 +44,15 @@ python_env() {
         say "reusing the virtual environment $VENV"
     fi
     if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
-        say "installing torch==$TORCH_VERSION first (the CPU build)"
-        "$VENV/bin/pip" install "torch==$TORCH_VERSION"
+        if command -v nvidia-smi >/dev/null; then
+            say "installing torch==$TORCH_VERSION first (nvidia-smi found: PyPI's CUDA build)"
+            "$VENV/bin/pip" install "torch==$TORCH_VERSION"
+        else
+            # PyPI's x86_64 Linux wheel is the CUDA build (GBs of nvidia-* packages). PyTorch's CPU index offers
+            # 2.13.0+cpu, which PEP 440 ranks above 2.13.0, so pip takes it; an index it cannot reach is skipped.
+            say "installing torch==$TORCH_VERSION first (no NVIDIA GPU: the CPU build)"
+            "$VENV/bin/pip" install "torch==$TORCH_VERSION" --extra-index-url "$TORCH_CPU_INDEX"
+        fi
     fi
     # The stamp holds pyproject.toml's hash and the extras installed; [dev] includes the main install.
     local stamp="$VENV/.optiseg-install" hash

@@ -62,3 +62,16 @@ class TrainingConfig(Section):
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     seed: int = Field(0, description="seed of weights, shuffling and augmentation: same seed, same run")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="training augmentation")
+
+
+def check_batch_size(training: TrainingConfig, train_images: int, source: str) -> None:
+    """Refuse ``training.batch_size`` larger than the training split (no step could run): a ConfigError naming
+    ``source`` (the config file), before any trial is built, measured or trained."""
+    from ..errors import ConfigError
+
+    if train_images < training.batch_size:
+        raise ConfigError(
+            f"{source}: training.batch_size = {training.batch_size}: the training split has only {train_images} "
+            "image(s), so no batch can be filled",
+            hint=f"set training.batch_size to at most {train_images} (and at least 2), or add training images",
+        )
