@@ -158,8 +158,8 @@ def load_device_config(path: str | Path) -> DeviceConfig:
     from . import read_yaml
     from ..errors import ConfigError
 
+    raw = read_yaml(Path(path).expanduser())  # before resolving: a broken link is named as the user wrote it
     path = Path(path).expanduser().resolve()
-    raw = read_yaml(path)
     if "device" not in raw and "data" in raw:
         return DeviceConfig()  # a study config without device: measures on this machine
     if "device" not in raw:
