@@ -2,7 +2,7 @@
 
 No search runs: each trial gets the record, constraints and candidate files
 that a real trial leaves behind (complete, too slow, failed
-before or after measuring, and a duplicate), with tiny random-weight networks
+before or after measuring, a duplicate, interrupted), with tiny random-weight networks
 as checkpoints, so the report is built from the same records, folders and
 files a real study has.
 """

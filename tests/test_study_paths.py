@@ -166,3 +166,11 @@ def test_an_input_that_is_not_a_regular_file_says_what_it_is(tmp_path, capsys, k
     code, out = run(capsys, *(a.format(path=path, out=tmp_path / "m.onnx") for a in argv))
     assert code == 2 and f"{what} {path} {words}" in out and "Traceback" not in out
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_bad_input(tmp_path, capsys):
+    bogus = tmp_path / "notes.pt"
+    bogus.write_text("my notes, not weights")
+    code, out = run(capsys, "export", "--checkpoint", str(bogus), "--resolution", "64", "-o", str(tmp_path / "m.onnx"))
+    assert code == 2 and f"checkpoint {bogus} cannot be read" in out and "Traceback" not in out
+    assert not (tmp_path / "m.onnx").exists()
