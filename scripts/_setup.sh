@@ -7,7 +7,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${OPTISEG_VENV:-$REPO/.venv}"
 TORCH_VERSION=2.13.0
-TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_CPU_HOST=download.pytorch.org
+TORCH_CPU_INDEX="https://$TORCH_CPU_HOST/whl/cpu"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -47,11 +48,16 @@ python_env() {
         if command -v nvidia-smi >/dev/null; then
             say "installing torch==$TORCH_VERSION first (nvidia-smi found: PyPI's CUDA build)"
             "$VENV/bin/pip" install "torch==$TORCH_VERSION"
-        else
+        elif "$VENV/bin/python" -c 'import socket, sys; socket.getaddrinfo(sys.argv[1], 443)' "$TORCH_CPU_HOST" 2>/dev/null; then
             # PyPI's x86_64 Linux wheel is the CUDA build (GBs of nvidia-* packages). PyTorch's CPU index offers
-            # 2.13.0+cpu, which PEP 440 ranks above 2.13.0, so pip takes it; an index it cannot reach is skipped.
-            say "installing torch==$TORCH_VERSION first (no NVIDIA GPU: the CPU build)"
+            # 2.13.0+cpu, which PEP 440 ranks above 2.13.0, so pip takes it.
+            say "installing torch==$TORCH_VERSION first (no NVIDIA GPU: the CPU build from $TORCH_CPU_INDEX)"
             "$VENV/bin/pip" install "torch==$TORCH_VERSION" --extra-index-url "$TORCH_CPU_INDEX"
+        else
+            # No name for the CPU index (an offline mirror, a sandbox): pip would retry it five times per package
+            # before falling back; pip's own settings (find-links, a local index) are asked alone.
+            say "installing torch==$TORCH_VERSION first ($TORCH_CPU_HOST does not resolve: from pip's configured sources)"
+            "$VENV/bin/pip" install "torch==$TORCH_VERSION"
         fi
     fi
     # The stamp holds pyproject.toml's hash and the extras installed; [dev] includes the main install.
