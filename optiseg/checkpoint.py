@@ -19,12 +19,14 @@ import torch
 from torch import nn
 
 from ._atomic import write_bytes_atomic
-from .errors import OptisegError
+from ._paths import read_regular, require_input
+from .errors import UsageError
 from .models import build_model
 from .network import Network
 
 FORMAT = "optiseg-checkpoint-1"
 IDENTITY_KEYS = ("model", "knobs", "num_classes", "in_channels", "state_dict")
+_WHICH = "give the checkpoint.pt or best.pt of a training run (`optiseg train` prints it)"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
@@ -40,17 +42,16 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`."""
     path = Path(path)
-    if not path.is_file():
-        raise OptisegError(f"checkpoint {path} does not exist")
+    require_input(path, "checkpoint", hint=_WHICH)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(read_regular(path)), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise OptisegError(
+        raise UsageError(
             f"checkpoint {path} cannot be read: {exc}",
             hint="it may be truncated or not an optiseg checkpoint; train again or pick another file",
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise OptisegError(f"{path} is not an optiseg checkpoint (format {FORMAT!r} expected)")
+        raise UsageError(f"{path} is not an optiseg checkpoint (format {FORMAT!r} expected)", hint=_WHICH)
     return payload
 
 
@@ -58,7 +59,7 @@ def network_from_checkpoint(payload: Mapping[str, Any], resolution: Any = None) 
     """The :class:`Network` a checkpoint describes (``resolution`` for checkpoints that do not store one)."""
     size = payload.get("resolution") or resolution
     if size is None:
-        raise OptisegError("the checkpoint does not say its input resolution", hint="give the resolution (e.g. --resolution 192)")
+        raise UsageError("the checkpoint does not say its input resolution", hint="give the resolution (e.g. --resolution 192)")
     return Network.create(payload["model"], payload["knobs"], tuple(size),
                           in_channels=int(payload["in_channels"]), num_classes=int(payload["num_classes"]))
 

@@ -16,7 +16,8 @@ from .records import COMPLETE, TOO_SLOW, TrialRecord
 def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | None, out: Path) -> list[Path]:
     """Write the plan's model(s), metrics.json, config.yaml, predict.py and README.md for ``record`` into ``out``.
 
-    What is shipped comes from the plan's deployment mode (e.g. the INT8 model for an ``int8`` plan).
+    What is shipped comes from the plan's deployment mode (e.g. the INT8 model for an ``int8`` plan). ``out``
+    must be a folder that can be written (``optiseg deploy`` checks it first, with :func:`optiseg._paths.require_output`).
     """
     from .modes import get_mode
 
@@ -37,8 +38,6 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
                 hint="run deploy on the machine that trained it (the trial's worker was "
                 f"{record.worker or 'unknown'}), or keep the study's output folder on shared storage",
             )
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {out} is a file, not a folder", hint="give a folder to write the deployment into")
     out.mkdir(parents=True, exist_ok=True)
     written = [Path(shutil.copyfile(a.source, out / a.name)) for a in artifacts]
     metadata = read_metadata(out / artifacts[0].name)

@@ -7,6 +7,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${OPTISEG_VENV:-$REPO/.venv}"
 TORCH_VERSION=2.13.0
+TORCH_CPU_HOST=download.pytorch.org
+TORCH_CPU_INDEX="https://$TORCH_CPU_HOST/whl/cpu"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -32,8 +34,8 @@ apt_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 }
 
-# python_env EXTRAS: .venv with torch 2.13.0 (installed first, so pip never fetches a CUDA build)
-# and optiseg installed editable with EXTRAS ("" or "[dev]").
+# python_env EXTRAS: .venv with torch 2.13.0 (installed first: the CPU build unless nvidia-smi is there, so pip
+# never fetches a CUDA build a machine cannot use) and optiseg installed editable with EXTRAS ("" or "[dev]").
 python_env() {
     local extras="$1"
     if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -43,8 +45,20 @@ python_env() {
         say "reusing the virtual environment $VENV"
     fi
     if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
-        say "installing torch==$TORCH_VERSION first (the CPU build)"
-        "$VENV/bin/pip" install "torch==$TORCH_VERSION"
+        if command -v nvidia-smi >/dev/null; then
+            say "installing torch==$TORCH_VERSION first (nvidia-smi found: PyPI's CUDA build)"
+            "$VENV/bin/pip" install "torch==$TORCH_VERSION"
+        elif "$VENV/bin/python" -c 'import socket, sys; socket.getaddrinfo(sys.argv[1], 443)' "$TORCH_CPU_HOST" 2>/dev/null; then
+            # PyPI's x86_64 Linux wheel is the CUDA build (GBs of nvidia-* packages). PyTorch's CPU index offers
+            # 2.13.0+cpu, which PEP 440 ranks above 2.13.0, so pip takes it.
+            say "installing torch==$TORCH_VERSION first (no NVIDIA GPU: the CPU build from $TORCH_CPU_INDEX)"
+            "$VENV/bin/pip" install "torch==$TORCH_VERSION" --extra-index-url "$TORCH_CPU_INDEX"
+        else
+            # No name for the CPU index (an offline mirror, a sandbox): pip would retry it five times per package
+            # before falling back; pip's own settings (find-links, a local index) are asked alone.
+            say "installing torch==$TORCH_VERSION first ($TORCH_CPU_HOST does not resolve: from pip's configured sources)"
+            "$VENV/bin/pip" install "torch==$TORCH_VERSION"
+        fi
     fi
     # The stamp holds pyproject.toml's hash and the extras installed; [dev] includes the main install.
     local stamp="$VENV/.optiseg-install" hash

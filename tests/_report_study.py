@@ -2,7 +2,7 @@
 
 No search runs: each trial gets the record, constraints and candidate files
 that a real trial leaves behind (complete, too slow, failed
-before or after measuring, and a duplicate), with tiny random-weight networks
+before or after measuring, a duplicate, interrupted), with tiny random-weight networks
 as checkpoints, so the report is built from the same records, folders and
 files a real study has.
 """
@@ -33,11 +33,12 @@ class Plan:
     """One trial: its knobs (Optuna params) and what became of it."""
 
     params: dict[str, Any]
-    outcome: str  # complete / too_slow / failed / failed_measured / duplicate
+    outcome: str  # complete / too_slow / failed / failed_measured / duplicate / interrupted
     latency_ms: float | None = None
     iou: float | None = None
     duplicate_of: int | None = None
     error: str | None = None
+    retryable: bool = False  # a failure of the device or the environment (retried on the next run)
 
 
 # Trial numbers follow the list order; trial 0 is the baseline the search enqueues first.
@@ -85,7 +86,11 @@ def add_trials(study: optuna.Study, space, folder: Path | None = None, class_nam
         writer = records.TrialWriter(trial)
         writer.start(deployment, layout.relative(layout.candidate(network.key)), "bench:1")
         if plan.outcome == "failed":
-            records.record_failure(trial, plan.error, retryable=False)
+            records.record_failure(trial, plan.error, retryable=plan.retryable)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        if plan.outcome == "interrupted":  # Ctrl-C during the trial, as the search records it
+            records.record_interrupted(trial)
             study.tell(trial, state=TrialState.FAIL)
             continue
         if plan.outcome == "duplicate":
@@ -164,7 +169,7 @@ def memory_study(class_names=("background", EVIL)) -> optuna.Study:
     return study
 
 
-def study_folder(root: Path, *, name: str = EVIL, class_names=("background", EVIL), images: int = 20) -> Path:
+def study_folder(root: Path, *, name: str = EVIL, class_names=("background", EVIL), images: int = 20, plans=PLANS) -> Path:
     """A study on disk (SQLite storage, study.json, config, candidates with checkpoints) and its data set."""
     from optiseg.data import generate_synthetic
 
@@ -191,5 +196,5 @@ def study_folder(root: Path, *, name: str = EVIL, class_names=("background", EVI
     space = search_space()
     study = optuna.create_study(directions=["maximize", "minimize"], study_name=name, storage=storage)
     _write_settings(study, settings(space, class_names, content))
-    add_trials(study, space, folder, class_names)
+    add_trials(study, space, folder, class_names, plans)
     return folder

@@ -327,3 +327,25 @@ def test_progress_lines_go_to_the_log(tmp_path):
     progress.round_done(1, 4.2)
     assert "2 plans, up to 3 interleaved rounds on local" in lines[0] and "1 left out" in lines[0]
     assert "round 1/3 done" in lines[1]
+
+
+def test_a_failed_confirmation_at_the_end_of_a_search_prints_a_command_that_runs(tmp_path):
+    """The hint's study folder holds a space: quoted, the printed command is one the shell runs as it is."""
+    import shlex
+
+    from optiseg.config import ConfirmConfig
+    from optiseg.errors import DeviceError
+    from optiseg.search.progress import SearchProgress
+
+    class GoneRunner(FakeRunner):
+        def measure(self, path):
+            raise DeviceError("the device went away")
+
+    handle = open_existing_study(make_study(tmp_path / "my studies", PLANS[:2]))
+    pool = DevicePool([("fake", GoneRunner([0.0]))], device_key="fake:1", label="fake", lock_dir=tmp_path / "locks")
+    progress = SearchProgress(handle.paths.log, quiet=True)
+    assert confirm_at_end_of_search(handle.study, handle.paths, pool, OBJECTIVES, ConfirmConfig(rounds=3), progress,
+                                    fresh=True) is None
+    line = next(line for line in handle.paths.log.read_text(encoding="utf-8").splitlines() if "to try again" in line)
+    command = line.split("run `")[1].split("`")[0]
+    assert shlex.split(command) == ["optiseg", "confirm", str(handle.paths.folder)]

@@ -104,6 +104,7 @@ def test_train_and_search_refuse_a_fifo_among_the_images_before_any_work(clean_d
     argv = ["train", str(config), "--epochs", "1"] if command == "train" else ["search", str(config)]
     code, out = cli(capsys, *argv)
     assert code == 2 and str(special) in out and "FIFO" in out and "Traceback" not in out
+    assert not (tmp_path / "out").exists()  # no study folder (search.log, optuna.db) and no run folder
 
 
 @pytest.mark.parametrize("kind", ["fifo", "character-device", "socket"])

@@ -54,6 +54,7 @@ def run_confirm(args: argparse.Namespace) -> int:
     from .. import records as store
     from ..devices import open_pool
     from ..errors import UsageError
+    from ..search import open_existing_study
     from ..search.confirm import MIN_ROUNDS, ConfirmProgress, confirm_study, study_device
     from ..search.objectives import objectives_from
     from ..search.progress import SearchProgress
@@ -65,7 +66,7 @@ def run_confirm(args: argparse.Namespace) -> int:
         raise UsageError(f"--budget-s {args.budget_s:g}: give a positive number of device seconds, e.g. --budget-s 120")
     if not 0 <= args.margin <= 1:
         raise UsageError(f"--margin {args.margin:g}: give a fraction between 0 and 1, e.g. --margin 0.1")
-    handle = _open(args.study)
+    handle = open_existing_study(args.study)
     device = study_device(handle)
     objectives = objectives_from(store.study_settings(handle.study).get("objectives"))
     lock = SQLiteWriterLock(handle.storage.path) if handle.storage.kind == "sqlite" else contextlib.nullcontext()
@@ -81,20 +82,6 @@ def run_confirm(args: argparse.Namespace) -> int:
     else:
         print_report(handle.name, report)
     return 0
-
-
-def _open(target: Path):
-    """The study at ``target``; a path that is no study is a usage error (exit 2), said in one line."""
-    from ..errors import UsageError
-    from ..layout import STUDY_FILE
-    from ..search import open_existing_study
-
-    if not target.exists():
-        raise UsageError(f"{target} does not exist: give a study folder (e.g. runs/quickstart) or the study's config file")
-    if target.is_dir() and not (target / STUDY_FILE).is_file():
-        raise UsageError(f"{target} is not a study folder (no {STUDY_FILE}): give the folder `optiseg search` printed "
-                         "(e.g. runs/quickstart) or the study's config file")
-    return open_existing_study(target)
 
 
 def print_report(name: str, report) -> None:

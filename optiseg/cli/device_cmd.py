@@ -294,7 +294,8 @@ def run_trust(args: argparse.Namespace) -> int:
 def run_link_test(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from ..config import write_section
+    from .._paths import require_output
+    from ..config import read_yaml, write_section
     from ..devices import make_runner
     from ..errors import UsageError
 
@@ -302,6 +303,9 @@ def run_link_test(args: argparse.Namespace) -> int:
         raise UsageError(f"--mb {args.mb:g} is invalid: send between 0.1 and 1000 MB each way (e.g. --mb 8)")
     if not 3 <= args.rounds <= 1000:
         raise UsageError(f"--rounds {args.rounds} is invalid: time between 3 and 1000 round trips (e.g. --rounds 20)")
+    if args.write is not None:  # a config to read and to write, before the link is measured
+        read_yaml(args.write)
+        require_output(args.write, "file", "--write")
     config = _device_config(args.device, None, args) if not _is_study_config(args.device) else _remote_section(Path(args.device))
     if config.kind != "ssh" or config.pool:
         raise UsageError("a link test needs one SSH host (a name such as gpu-server.local, or a config whose server: "

@@ -177,11 +177,13 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from .._paths import require_output
     from ..checkpoint import model_from_checkpoint
     from ..export import export_onnx
     from ..models import format_resolution
     from ..network import Network
 
+    require_output(args.output, "file", "-o")
     name, knobs, classes, in_channels, resolution, payload = _resolve_network(args)
     network = Network.create(name, knobs, resolution, in_channels=in_channels, num_classes=classes)
     model = model_from_checkpoint(payload) if payload is not None else network.build()

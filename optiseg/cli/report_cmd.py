@@ -36,11 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from .._paths import require_output
     from ..report import ReportOptions, build_report, default_report_path, summarize
     from ..search import open_existing_study
 
     handle = open_existing_study(args.study)
     out = args.output or default_report_path(handle.name)
+    require_output(out, "file", "-o" if args.output else "the report")  # before the report is built
     result = build_report(handle, out, study_arg=str(args.study), options=ReportOptions(samples=not args.no_samples))
     if args.json:
         print_json({

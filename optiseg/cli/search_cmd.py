@@ -239,11 +239,13 @@ def run_front(args: argparse.Namespace) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
+    from .._paths import require_output
     from ..deploy import deploy_trial
     from ..errors import UsageError
     from ..results import load_records
     from ..search import open_existing_study
 
+    require_output(args.output, "folder", "-o")
     handle = open_existing_study(args.study)
     records = {r.number: r for r in load_records(handle.study)}
     if args.trial not in records:

@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..config import TrainingConfig, load_config
+    from .._paths import require_output
+    from ..config import TrainingConfig, check_batch_size, load_config
     from ..data import DatasetCache, load_dataset
     from ..errors import UsageError
     from ..models import format_resolution, get_model_entry, parse_resolution
@@ -52,7 +53,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..training import train_network
 
     if args.output is not None:
-        _check_run_folder(args.output)
+        require_output(args.output, "folder", "-o")
     loaded = load_config(args.config)
     config = loaded.config
     model = args.model or config.model
@@ -69,10 +70,13 @@ def run_train(args: argparse.Namespace) -> int:
     console = stderr_console()
     with console.status(f"checking the data set {config.data.root}"):
         dataset = load_dataset(config.data)
+    check_batch_size(training, len(dataset.train), str(loaded.path))
     for problem in dataset.warnings:
         console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     network = Network.create(model, knobs, resolution, in_channels=args.in_channels, num_classes=dataset.num_classes)
     run_dir = args.output or config.output / "train" / network.key
+    if args.output is None:  # the default run folder, before any training
+        require_output(run_dir, "folder", "the run folder")
     cache = DatasetCache(dataset, budget_mb=config.data.cache_mb)
     with ProgressReporter(console, f"{model} {format_knobs(network.knob_dict)} {format_resolution(resolution)}") as reporter:
         result = train_network(
@@ -86,17 +90,6 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     _print_summary(metrics)
     return 0
-
-
-def _check_run_folder(path: Path) -> None:
-    """Refuse ``-o`` when it cannot be a run folder (a file, a FIFO, a symlink loop, below a file), before any work."""
-    from ..data import folder_problem
-    from ..errors import UsageError
-
-    problem = folder_problem(path)
-    if problem is not None:
-        raise UsageError(f"-o cannot be the run folder: {problem}",
-                         hint="give a folder (it is made if missing), or remove what is there")
 
 
 def _print_summary(m: Mapping[str, Any]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .._paths import input_problem, output_problem, read_regular, shown
 from ..errors import ConfigError
 from ._base import ConfigPath, Section, format_validation_error, resolve_path
 from ._edit import write_section
@@ -24,7 +25,7 @@ from .device import DeviceConfig, MeasureSettings, SSHHost
 from .fidelity import FidelityConfig
 from .link import LinkConfig
 from .study import EFFORTS, Budget, Constraints, Quantization, StudyConfig, parse_duration
-from .training import AugmentConfig, ExitTrainingConfig, TrainingConfig
+from .training import AugmentConfig, ExitTrainingConfig, TrainingConfig, check_batch_size
 
 __all__ = [
     "EFFORTS",
@@ -47,6 +48,7 @@ __all__ = [
     "StudyConfig",
     "SyntheticData",
     "TrainingConfig",
+    "check_batch_size",
     "load_config",
     "parse_duration",
     "read_yaml",
@@ -64,6 +66,11 @@ class LoadedConfig:
     @property
     def study_name(self) -> str:
         return self.config.study or self.path.stem
+
+    @property
+    def study_folder(self) -> Path:
+        """``<output>/<study>``: where the study's files go."""
+        return self.config.output / self.study_name
 
 
 class _DuplicateKey(Exception):
@@ -96,10 +103,11 @@ class _StrictLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping at the top of a YAML file, or a :class:`ConfigError` saying what is wrong and where."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist", hint="check the path; examples/ has ready configs")
+    problem = input_problem(path)
+    if problem is not None:
+        raise ConfigError(f"config file {problem}", hint="check the path; examples/ has ready configs")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+        raw = yaml.load(read_regular(path).decode("utf-8"), Loader=_StrictLoader)
     except _DuplicateKey as exc:
         raise ConfigError(
             f"{path}: {exc.second}: key {exc.key!r} appears twice in one mapping (first on {exc.first}); "
@@ -122,13 +130,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None, *, for_search: bool = False) -> LoadedConfig:
     """Read and validate a study file. ``overrides`` replace top-level keys (e.g. from the command line).
 
-    ``for_search=True`` also checks what only a search reads (the ``warm_start`` study exists), so a search
-    refuses a bad config before it makes anything; reading a finished study does not need it.
+    ``for_search=True`` also checks what only a search reads or writes (the ``warm_start`` study exists, the
+    study folder ``<output>/<study>`` can be made and written in), so a search refuses a bad config before it
+    makes anything; reading a finished study does not need it.
     """
+    raw = {**read_yaml(Path(path).expanduser()), **(overrides or {})}  # a broken link is named as the user wrote it
     path = Path(path).expanduser().resolve()
-    raw = {**read_yaml(path), **(overrides or {})}
     try:
         config = StudyConfig.model_validate(raw, context={"base_dir": path.parent, "for_search": for_search})
     except ValidationError as exc:
         raise format_validation_error(exc, StudyConfig, str(path)) from None
-    return LoadedConfig(path=path, config=config, raw=raw)
+    loaded = LoadedConfig(path=path, config=config, raw=raw)
+    problem = output_problem(loaded.study_folder, "folder") if for_search else None
+    if problem is not None:
+        raise ConfigError(f"{path}: output = {str(raw.get('output', 'runs'))!r}: the study folder {shown(str(loaded.study_folder))} "
+                          f"cannot be written: {problem}", hint="set output: to a folder you can write in (a missing one is made)")
+    return loaded

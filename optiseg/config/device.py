@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ._base import ConfigPath, Section, format_validation_error
 
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+# Keys a local device never reads (it times with this process's own Python, over no SSH).
+SSH_ONLY = ("host", "port", "user", "key_file", "known_hosts", "ssh_config", "python", "pool")
 
 
 class MeasureSettings(Section):
@@ -37,6 +39,16 @@ class MeasureSettings(Section):
     )
 
 
+_EXAMPLES = {"host": "raspberrypi.local", "user": "pi", "python": "~/optiseg-venv/bin/python", "name": "pi-4"}
+
+
+def _not_empty_text(value: str | None, info: ValidationInfo) -> str | None:
+    """An empty (or blank) host, user, interpreter or name would be passed on as it is and fail far away: refuse it here."""
+    if value is not None and not value.strip():
+        raise ValueError(f"is empty: give one (e.g. {info.field_name}: {_EXAMPLES[info.field_name]}) or remove the key")
+    return value
+
+
 class SSHHost(Section):
     """One member of a device pool; unset fields take the values of the `device:` section."""
 
@@ -45,6 +57,8 @@ class SSHHost(Section):
     user: str | None = None
     key_file: ConfigPath | None = None
     name: str | None = Field(None, description="label in tables and logs; default: the host")
+
+    _not_empty = field_validator("host", "user", "name")(_not_empty_text)
 
 
 class DeviceConfig(Section):
@@ -82,12 +96,13 @@ class DeviceConfig(Section):
             data = {**data, "kind": "ssh" if data.get("host") or data.get("pool") else "local"}
         return data
 
+    _not_empty = field_validator("host", "user", "python", "name")(_not_empty_text)
+
     @model_validator(mode="after")
     def _consistent(self) -> "DeviceConfig":
         if self.kind == "local":
-            ssh_only = [key for key in ("host", "port", "user", "key_file") if getattr(self, key) is not None]
-            if self.pool:
-                ssh_only.append("pool")
+            # A local device runs this process's own Python and never reads SSH settings: setting one is a mistake.
+            ssh_only = [key for key in SSH_ONLY if key in self.model_fields_set and getattr(self, key) not in (None, ())]
             if ssh_only:
                 raise ValueError(f"{', '.join(ssh_only)} only apply to kind: ssh; set kind: ssh or remove them")
         elif self.host is None and not self.pool:
@@ -143,8 +158,8 @@ def load_device_config(path: str | Path) -> DeviceConfig:
     from . import read_yaml
     from ..errors import ConfigError
 
+    raw = read_yaml(Path(path).expanduser())  # before resolving: a broken link is named as the user wrote it
     path = Path(path).expanduser().resolve()
-    raw = read_yaml(path)
     if "device" not in raw and "data" in raw:
         return DeviceConfig()  # a study config without device: measures on this machine
     if "device" not in raw:

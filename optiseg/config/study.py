@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, create_model, field_validator, model_validator
 
+from .._paths import path_kind, shown
 from ..secrets import has_password
 from ._base import ConfigPath, Section
 from .confirm import ConfirmConfig
@@ -165,25 +166,16 @@ class StudyConfig(Section):
             )
         return value
 
-    @field_validator("output")
-    @classmethod
-    def _a_folder(cls, value: Path) -> Path:
-        for folder in (value, *value.parents):
-            if folder.is_dir():
-                break
-            if folder.exists():  # a file (or a device, a socket): no study folder can be made there
-                what = "a file" if folder.is_file() else "not a folder"
-                where = f"{folder} is {what}" if folder == value else f"{folder} is {what}, so {value} cannot be made"
-                raise ValueError(f"{where}; give a folder (it is made if missing)")
-        return value
-
     @field_validator("warm_start")
     @classmethod
     def _warm_start_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         # Only a search reads it; a finished study whose warm start was deleted since still opens.
-        if value is not None and (info.context or {}).get("for_search") and not value.exists():
+        if value is None or not (info.context or {}).get("for_search"):
+            return value
+        kind = path_kind(value)
+        if kind not in ("is a folder", "is a file"):
             raise ValueError(
-                f"{value} does not exist; give the lower-tier study's folder (e.g. runs/conveyor-beginner) "
+                f"{shown(str(value))} {kind}; give the lower-tier study's folder (e.g. runs/conveyor-beginner) "
                 "or its config file, or remove warm_start"
             )
         return value

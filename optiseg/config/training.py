@@ -109,3 +109,16 @@ class TrainingConfig(Section):
         if isinstance(dumped, dict) and self.exits == ExitTrainingConfig():
             dumped.pop("exits", None)
         return dumped
+
+
+def check_batch_size(training: TrainingConfig, train_images: int, source: str) -> None:
+    """Refuse ``training.batch_size`` larger than the training split (no step could run): a ConfigError naming
+    ``source`` (the config file), before any trial is built, measured or trained."""
+    from ..errors import ConfigError
+
+    if train_images < training.batch_size:
+        raise ConfigError(
+            f"{source}: training.batch_size = {training.batch_size}: the training split has only {train_images} "
+            "image(s), so no batch can be filled",
+            hint=f"set training.batch_size to at most {train_images} (and at least 2), or add training images",
+        )

@@ -12,7 +12,6 @@ from ._dataset import Dataset, load_dataset, prepare_synthetic
 from ._io import IMAGE_SUFFIXES, UnreadableFile, read_image, read_mask
 from ._layout import SPLITS, Problem, Sample, discover, split_samples
 from ._masks import IGNORE, MaskCodec, MaskValueError
-from ._paths import NotRegularFile, folder_problem, path_kind, read_regular
 from .check import DataReport, check_dataset
 from .synth import generate_synthetic, render_scene
 
@@ -26,7 +25,6 @@ __all__ = [
     "DatasetCache",
     "MaskCodec",
     "MaskValueError",
-    "NotRegularFile",
     "OriginalMasks",
     "Problem",
     "ResizedSplit",
@@ -37,14 +35,11 @@ __all__ = [
     "check_dataset",
     "discover",
     "epoch_batches",
-    "folder_problem",
     "generate_synthetic",
     "load_dataset",
-    "path_kind",
     "prepare_synthetic",
     "read_image",
     "read_mask",
-    "read_regular",
     "render_scene",
     "resize_image",
     "resize_mask",

@@ -14,7 +14,7 @@ from ..errors import DataError
 from ._io import UnreadableFile, read_image, read_mask
 from ._layout import Problem, Sample
 from ._masks import IGNORE, MaskCodec, MaskValueError
-from ._paths import shown
+from .._paths import shown
 from .check import check_dataset, summarize_problems
 from .synth import generate_synthetic, read_spec
 

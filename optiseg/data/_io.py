@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ._paths import NotRegularFile, read_regular
+from .._paths import NotRegularFile, read_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

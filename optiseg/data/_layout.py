@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ._io import IMAGE_SUFFIXES
-from ._paths import path_kind, shown
+from .._paths import path_kind, shown
 
 SPLITS = ("train", "val", "test")
 

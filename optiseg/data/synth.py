@@ -25,7 +25,7 @@ import numpy as np
 from ..config import SYNTHETIC_CLASSES
 from ..errors import UsageError
 from ._layout import SPLITS
-from ._paths import folder_problem, read_regular, shown
+from .._paths import output_problem, read_regular, shown
 
 MARKER = "optiseg-synthetic.json"
 DEFAULT_SIZE = (480, 270)  # width, height
@@ -98,7 +98,7 @@ def read_spec(root: Path) -> SynthSpec | None:
 
 
 def _validate(out: Path, spec: SynthSpec) -> None:
-    problem = folder_problem(out)
+    problem = output_problem(out, "folder")
     if problem is not None:
         raise UsageError(f"cannot write the data set there: {problem}", hint="choose a new folder")
     if out.is_dir() and any(out.iterdir()):

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._paths import read_regular, require_input
 from ..errors import UsageError
 
 _HINT = "export it again, e.g. `optiseg export --model fastscnn --resolution 192 -o model.onnx`"
@@ -24,10 +25,9 @@ def inspect_model(path: str | os.PathLike) -> ModelFile:
     import onnx
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(f"model file {path} does not exist", hint="check the path")
+    require_input(path, "model file")
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except OSError as exc:
         raise UsageError(f"cannot read the model file {path}: {exc.strerror or exc}") from None
     try:

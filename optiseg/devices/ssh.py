@@ -647,7 +647,7 @@ def _load_private_key(path: Any) -> paramiko.PKey:
     except TypeError:  # cryptography: the key is encrypted and no password was given
         raise DeviceError(
             f"the key file {path} is protected by a passphrase",
-            hint=f"load it into your SSH agent (`ssh-add {path}`) and remove device.key_file",
+            hint=f"load it into your SSH agent (`ssh-add {shlex.quote(str(path))}`) and remove device.key_file",
         ) from None
     except (ValueError, paramiko.SSHException) as exc:
         raise DeviceError(

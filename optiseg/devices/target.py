@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._paths import input_problem
 from ..config.device import DeviceConfig
 from ..errors import ConfigError, UsageError
 
@@ -97,6 +98,7 @@ def resolve_target(config: DeviceConfig) -> SSHTarget:
         port = config.port or int(options.get("port", DEFAULT_PORT))
     except ValueError:
         raise ConfigError(f"~/.ssh/config: Port {options.get('port')!r} for {config.host} is not a number") from None
+    _check_files(config)
     proxy = options.get("proxycommand")
     return SSHTarget(
         alias=config.host,
@@ -170,8 +172,8 @@ def _ssh_options(host: str, ssh_config: Path | None, *, port: int | None, user: 
     path = ssh_config if ssh_config is not None else USER_SSH_CONFIG.expanduser()
     if ssh_config is None and not path.is_file():
         text = ""
-    elif not path.is_file():
-        raise ConfigError(f"ssh config file {path} does not exist", hint="fix device.ssh_config or remove it")
+    elif (problem := input_problem(path)) is not None:
+        raise ConfigError(f"ssh config file {problem}", hint="fix device.ssh_config or remove it")
     else:
         try:
             text = path.read_text(encoding="utf-8")
@@ -185,6 +187,16 @@ def _ssh_options(host: str, ssh_config: Path | None, *, port: int | None, user: 
         return dict(paramiko.SSHConfig.from_text(text).lookup(host))
     except (paramiko.SSHException, ValueError) as exc:
         raise ConfigError(f"cannot read the ssh config {path}: {exc}") from None
+
+
+def _check_files(config: DeviceConfig) -> None:
+    """The key file must be a regular file, and so must a known_hosts file that is there (a missing one is made by
+    `optiseg device trust`): a FIFO would block the read, a folder fail it, long after the start."""
+    if config.key_file is not None and (problem := input_problem(config.key_file)) is not None:
+        raise ConfigError(f"device.key_file: {problem}", hint="point device.key_file at your private key, or remove it")
+    if config.known_hosts is not None and os.path.lexists(config.known_hosts) \
+            and (problem := input_problem(config.known_hosts)) is not None:
+        raise ConfigError(f"device.known_hosts: {problem}", hint="point device.known_hosts at a file, or remove it")
 
 
 def _known_hosts_files(config: DeviceConfig, options: dict[str, Any]) -> tuple[Path, ...]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -506,7 +507,7 @@ def confirm_at_end_of_search(study, layout: StudyLayout, pool, objectives, setti
                              margin=settings.margin, progress=ConfirmProgress.for_search(progress))
     except (OptisegError, OSError) as exc:
         progress.log(f"confirm: failed, the first figures stay ({str(exc).splitlines()[0]}); "
-                     f"run `optiseg confirm {layout.folder}` to try again")
+                     f"run `optiseg confirm {shlex.quote(str(layout.folder))}` to try again")
         return None
 
 

@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import records
-from ..config import LoadedConfig
+from ..config import LoadedConfig, check_batch_size
 from ..errors import OptisegError, StudyError
 from ..layout import StudyLayout
 from ..quantize import QuantizationSettings
@@ -40,7 +40,7 @@ from .progress import SearchProgress
 from .sampler import grid_queue, make_sampler, resolve_sampler_name
 from .space import PlanNotApplicable, build_search_space
 from .storage import SQLiteWriterLock
-from .study import open_study, resolve_storage, study_settings
+from .study import NewFolders, open_study, resolve_storage, study_settings
 from .trial import InProgressElsewhere, TooSlow, TrialEnvironment, evaluate, latency_cache_dir
 from .warm_start import import_trials, prepare_import
 
@@ -96,6 +96,7 @@ def run_search(
     constraints = constraints_from(config.constraints)
     storage_spec = resolve_storage(loaded, layout.folder)
     dataset = load_dataset(config.data)  # checks the data first: bad data stops here, before anything is made
+    check_batch_size(config.training, len(dataset.train), str(loaded.path))
     settings = study_settings(loaded, space, dataset.fingerprint())
     warm_source = prepare_import(config.warm_start, settings) if config.warm_start is not None else None
     n_trials = config.budget.n_trials
@@ -104,6 +105,7 @@ def run_search(
     sampling_trials = n_trials if config.budget.train_compute is None and config.fidelity is None else None
     sampler_name = resolve_sampler_name(config.sampler, space, sampling_trials, latency_constrained, storage_spec.shared)
 
+    new_folders = NewFolders.above(layout.folder)  # removed again if the start fails before the study exists
     pool = open_pool(config.device)
     server_pool = open_pool(config.server) if config.server is not None and _uses_server(config) else None
     try:
@@ -127,10 +129,14 @@ def run_search(
                     imported = import_trials(study, space, layout, warm_source, dataset.num_classes)
                     progress.log(f"warm start: {imported} plans imported from {config.warm_start}")
 
-            study, _created = open_study(
-                loaded, layout, storage_spec, settings, space, optuna.samplers.RandomSampler(),
-                [o.direction for o in objectives], force=force, on_create=import_warm_start,
-            )
+            try:
+                study, _created = open_study(
+                    loaded, layout, storage_spec, settings, space, optuna.samplers.RandomSampler(),
+                    [o.direction for o in objectives], force=force, on_create=import_warm_start,
+                )
+            except BaseException:
+                new_folders.remove()
+                raise
             recover_stale_trials(study, all_running_are_dead=storage_spec.kind == "sqlite", settings=lease)
             retried = requeue_retryable_failures(study)
             if retried:

@@ -27,6 +27,7 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .._paths import output_problem
 from ..errors import ConfigError, StudyError
 from ..secrets import has_password, mask_credentials, password_spans, remember_secret
 
@@ -95,33 +96,52 @@ def _literal_password(setting: str) -> ConfigError:
     )
 
 
-def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
-    """The Optuna storage for ``spec`` (``${VAR}`` references expanded from the environment here, and only here)."""
-    if spec.kind == "journal":
+def open_storage(spec: StorageSpec, *, create: bool = True) -> optuna.storages.BaseStorage | None:
+    """The Optuna storage for ``spec`` (``${VAR}`` references expanded from the environment here, and only here).
+
+    ``create=False`` is for commands that only read a study (``front``, ``report``, ``deploy``, ``confirm``, a
+    warm-start source): they make nothing, no file, no folder, no tables; ``None`` when there is no storage yet
+    (its file does not exist, or the database holds no Optuna tables).
+    """
+    if spec.kind in ("journal", "sqlite"):
         assert spec.path is not None
+        if not create:
+            if not spec.path.is_file():
+                return None
+        elif (problem := output_problem(spec.path, "file")) is not None:
+            raise ConfigError(f"storage {spec.shown}: {problem}", hint="point storage: at a file in a folder you can write in")
         spec.path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(spec.path))
-        return optuna.storages.JournalStorage(backend)
-    if spec.kind == "sqlite":
-        assert spec.path is not None
-        spec.path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(spec.url, engine_kwargs={"connect_args": {"timeout": 60}})
+        if spec.kind == "journal":
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(spec.path)))
+        return _rdb_storage(spec.url, spec, {"connect_args": {"timeout": 60}}, create=create, attempts=1)
     url = _expand_environment(spec.url)
     _remember_passwords(url)
-    for attempt in range(OPEN_ATTEMPTS):
+    # Workers starting together race to create Optuna's tables in an empty database; the loser finds them next time.
+    return _rdb_storage(url, spec, {"pool_pre_ping": True}, create=create, attempts=OPEN_ATTEMPTS)
+
+
+def _rdb_storage(url: str, spec: StorageSpec, engine_kwargs: dict, *, create: bool, attempts: int):
+    """An RDBStorage for ``url``, or None (``create=False``) when the database has no Optuna tables yet."""
+    from sqlalchemy import create_engine, inspect
+
+    for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            if not create:
+                engine = create_engine(url, **engine_kwargs)
+                try:
+                    if not inspect(engine).has_table("studies"):
+                        return None
+                finally:
+                    engine.dispose()
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except Exception as exc:  # sqlalchemy / driver errors carry the URL; never print the expanded one
-            # Workers starting together race to create Optuna's tables in an empty database;
-            # the loser finds them on the next attempt.
-            if attempt + 1 < OPEN_ATTEMPTS:
+            if attempt + 1 < attempts:
                 time.sleep(1.0 + attempt)
                 continue
             message = (mask_credentials(str(exc).replace(url, spec.shown)).splitlines() or [type(exc).__name__])[0]
-            raise StudyError(
-                f"cannot open storage {spec.shown}: {message}",
-                hint="check that the database server is running, the database exists and the user may connect",
-            ) from None
+            hint = ("check that the file is the study's SQLite database (a copy from a backup?)" if spec.kind == "sqlite"
+                    else "check that the database server is running, the database exists and the user may connect")
+            raise StudyError(f"cannot open storage {spec.shown}: {message}", hint=hint) from None
     raise AssertionError("unreachable")
 
 

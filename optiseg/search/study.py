@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import shlex
 import shutil
 import time
 from collections.abc import Mapping
@@ -27,8 +28,9 @@ from typing import Any
 
 import optuna
 
+from .._paths import NotRegularFile, path_kind, read_regular, shown
 from ..config import LoadedConfig
-from ..errors import StudyError
+from ..errors import StudyError, UsageError
 from .. import records
 from ..layout import STUDY_FILE, StudyLayout
 from .space import SearchSpace
@@ -218,6 +220,32 @@ def _note(paths: StudyLayout, line: str) -> None:
 
 
 @dataclass(frozen=True)
+class NewFolders:
+    """The study folder and the folders above it that do not exist yet when a start begins, deepest first.
+
+    A start that fails before its study exists removes them again (:meth:`remove`): whatever is in them
+    (``search.log``, a lock file, an empty database) was made by that start, so the next run after the fix
+    starts exactly as the first one should have.
+    """
+
+    paths: tuple[Path, ...]
+
+    @classmethod
+    def above(cls, folder: Path) -> NewFolders:
+        folder = folder.absolute()
+        return cls(tuple(p for p in (folder, *folder.parents) if not p.exists() and not p.is_symlink()))
+
+    def remove(self) -> None:
+        if self.paths:
+            shutil.rmtree(self.paths[0], ignore_errors=True)
+        for folder in self.paths[1:]:
+            try:
+                folder.rmdir()  # only if still empty: another study may have come meanwhile
+            except OSError:
+                break
+
+
+@dataclass(frozen=True)
 class StudyHandle:
     """An existing study opened for reading (``optiseg front``, ``deploy``, ``report``)."""
 
@@ -229,36 +257,56 @@ class StudyHandle:
 
 
 def open_existing_study(target: str | Path) -> StudyHandle:
-    """Open a study from its folder (holding study.json) or from its config file."""
+    """Open a study from its folder (holding study.json) or from its config file; nothing is created.
+
+    A path that is not a study (missing, a folder without study.json, a FIFO, ``study.json`` itself) and a
+    config whose study was never run are bad input: a :class:`~optiseg.errors.UsageError` (exit status 2).
+    """
     from ..config import load_config
 
     target = Path(target).expanduser()
-    if target.is_dir():
-        study_file = target / STUDY_FILE
-        if not study_file.is_file():
-            raise StudyError(
-                f"{target} is not a study folder (no {STUDY_FILE})",
-                hint="give the folder `optiseg search` printed (e.g. runs/quickstart) or the study's config file",
-            )
-        info = json.loads(study_file.read_text(encoding="utf-8"))
+    kind = path_kind(target)
+    if kind == "is a folder":
         paths = StudyLayout(target.resolve())
+        info = _read_study_file(target, paths.study_file)
         spec = parse_storage(info["storage"], paths.folder, paths.folder)
         name = info["study"]
-        config_path = paths.config_copy if paths.config_copy.exists() else None
-    elif target.is_file():
+        config_path = paths.config_copy if paths.config_copy.is_file() else None
+        run_first = f"run `optiseg search {shlex.quote(info.get('config') or 'CONFIG')}` first"
+    elif kind == "is a file" and target.name == STUDY_FILE:
+        raise UsageError(f"{shown(str(target))} is the study's own file, not its config: give its folder, "
+                         f"{shown(shlex.quote(str(target.parent)))}", hint="the folder `optiseg search` printed, or the study's config file")
+    elif kind == "is a file":
         loaded = load_config(target)
-        paths = StudyLayout((loaded.config.output / loaded.study_name).resolve())
+        paths = StudyLayout(loaded.study_folder.resolve())
         spec = resolve_storage(loaded, paths.folder)
         name = loaded.study_name
         config_path = loaded.path
+        run_first = f"run `optiseg search {shlex.quote(str(target))}` first"
     else:
-        raise StudyError(f"{target} does not exist", hint="give a study folder (e.g. runs/quickstart) or a config file")
-    storage = open_storage(spec)
+        raise UsageError(f"{shown(str(target))} {kind}: give a study folder (e.g. runs/quickstart) or the study's config file")
+    storage = open_storage(spec, create=False)
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=storage) if storage is not None else None
     except KeyError:
-        raise StudyError(
-            f"study {name!r} does not exist in {spec.shown}", hint="run `optiseg search CONFIG` first"
-        ) from None
+        study = None
+    if study is None:
+        raise UsageError(f"no study yet: study {name!r} is not in {spec.shown}", hint=run_first)
     records.check_study_schema(study, name, for_writing=False)
     return StudyHandle(name=name, paths=paths, storage=spec, study=study, config_path=config_path)
+
+
+def _read_study_file(folder: Path, study_file: Path) -> dict[str, Any]:
+    """The name and storage a study folder's study.json holds; a UsageError naming the folder when it has none."""
+    if path_kind(study_file) == "does not exist":
+        raise UsageError(f"{folder} is not a study folder (no {STUDY_FILE})",
+                         hint="give the folder `optiseg search` printed (e.g. runs/quickstart) or the study's config file")
+    try:
+        info = json.loads(read_regular(study_file).decode("utf-8"))
+        if isinstance(info.get("study"), str) and isinstance(info.get("storage"), str):
+            return info
+        problem = "it does not name the study and its storage"
+    except (OSError, ValueError, AttributeError) as exc:  # NotRegularFile, bad JSON or UTF-8, not a JSON object
+        problem = str(exc) if isinstance(exc, NotRegularFile) else f"it is not the JSON `optiseg search` writes ({exc})"
+    raise UsageError(f"{folder} is not a study folder: {shown(str(study_file))} cannot be read: {problem}",
+                     hint="give the folder `optiseg search` printed (e.g. runs/quickstart) or the study's config file")

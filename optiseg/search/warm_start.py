@@ -36,13 +36,13 @@ class ImportSource:
 
 def prepare_import(source: str | Path, settings: dict) -> ImportSource:
     """Open the warm-start source and check it is comparable; raise before anything is created."""
-    from ..errors import StudyError
+    from ..errors import OptisegError
     from .study import open_existing_study
 
     try:
         handle = open_existing_study(source)
-    except StudyError as exc:
-        raise ConfigError(f"warm_start: {exc.message}", hint=exc.hint or "fix the path, or remove warm_start") from None
+    except OptisegError as exc:  # not a study, a config that is no config, a study never run: said as the key's fault
+        raise ConfigError(f"warm_start = {str(source)!r}: {exc.message}", hint=exc.hint or "fix the path, or remove warm_start") from None
     source_settings = records.study_settings(handle.study)
     source_settings["constraints"] = {k: v for k, v in (source_settings.get("constraints") or {}).items() if v is not None}
     changes = [

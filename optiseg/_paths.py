@@ -1,4 +1,7 @@
-"""What a path is when it is not the file or folder wanted, and reading only regular files.
+"""What a path is when it is not the file or folder wanted, reading only regular files, and where output can go.
+
+Every path optiseg reads or writes for the user is checked here before any work, so that a wrong one is one line
+naming the path and what is there.
 
 Opening a FIFO blocks until a writer comes (forever, and in a worker thread that
 Ctrl-C does not reach), and opening a device node can have side effects: data
@@ -10,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 _KINDS = (
@@ -79,22 +83,47 @@ def read_regular(path: Path) -> bytes:
         return handle.read()
 
 
-def folder_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be used (or created) as a folder, naming the culprit; None when it can.
+def output_problem(path: Path, want: str = "folder") -> str | None:
+    """Why ``path`` cannot be written as a ``want`` (``"folder"`` or ``"file"``), naming the culprit; None when it can.
 
-    Examples: "/x is a file, not a folder"; "/x/y is a symlink loop (...)"; "/x/f (above run) is a file, not a folder".
-    The text is printable (see :func:`shown`).
+    What is there must already be what is wanted (a regular file is replaced, a folder written into);
+    otherwise the nearest existing path above it must be a folder. That folder is then tried, not
+    guessed at: a folder made in it and removed at once, so permissions, read-only file systems and
+    ``/proc`` (where even root cannot write) all answer as the real write would.
+    Examples: "/x is a file, not a folder"; "/x/y is a symlink loop, not a folder"; "/x/f (above run) is a file,
+    not a folder"; "/r is a folder optiseg cannot write in (Permission denied)". The text is printable (see :func:`shown`).
     """
+    if want not in ("folder", "file"):
+        raise ValueError(f"want must be 'folder' or 'file', not {want!r}")
     if os.path.lexists(path):
         kind = path_kind(path)
-        return None if kind == "is a folder" else shown(f"{path} {kind}" + (", not a folder" if kind.startswith("is ") else ""))
+        if kind != ("is a folder" if want == "folder" else "is a file"):
+            return shown(f"{path} {kind}" + (f", not a {want}" if kind.startswith("is ") else ""))
+        return _not_writable(path if want == "folder" else path.absolute().parent)
     for above in path.absolute().parents:
         if os.path.lexists(above):
             kind = path_kind(above)
-            if kind == "is a folder":
-                return None
-            return shown(f"{above} (above {path.name}) {kind}" + (", not a folder" if kind.startswith("is ") else ""))
+            if kind != "is a folder":
+                return shown(f"{above} (above {path.name}) {kind}" + (", not a folder" if kind.startswith("is ") else ""))
+            return _not_writable(above)
     return None
+
+
+def _not_writable(folder: Path) -> str | None:
+    try:
+        probe = tempfile.mkdtemp(prefix=".optiseg-probe-", dir=folder)
+    except OSError as exc:
+        return shown(f"{folder} is a folder optiseg cannot write in ({exc.strerror or exc})")
+    os.rmdir(probe)
+    return None
+
+
+def input_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (it does not exist, is a folder, a FIFO, a broken link...); None when it can."""
+    kind = path_kind(path)
+    if kind == "is a file":
+        return None
+    return shown(f"{path} {kind}" + (", not a regular file" if kind.startswith("is ") else ""))
 
 
 def shown(text: str) -> str:
@@ -103,3 +132,25 @@ def shown(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # surrogates that no file name decoding made
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def require_input(path: Path, what: str, *, hint: str | None = None) -> None:
+    """A :class:`~optiseg.errors.UsageError` "<what> <path> is a FIFO (named pipe), not a regular file" unless
+    ``path`` is a regular file (symlinks followed)."""
+    from .errors import UsageError
+
+    problem = input_problem(path)
+    if problem is not None:
+        raise UsageError(f"{what} {problem}", hint=hint or "check the path")
+
+
+def require_output(path: Path, want: str, what: str) -> None:
+    """A :class:`~optiseg.errors.UsageError` naming ``what`` (e.g. ``-o``) and the culprit unless ``path`` can be
+    written as a ``want`` (``"folder"`` or ``"file"``, see :func:`output_problem`); call it before any work."""
+    from .errors import UsageError
+
+    problem = output_problem(path, want)
+    if problem is not None:
+        hint = ("give a folder you can write in (a missing one is made)" if want == "folder"
+                else "give a file name in a folder you can write in (an existing file is replaced)")
+        raise UsageError(f"{what} {shown(str(path))} cannot be written: {problem}", hint=hint)
