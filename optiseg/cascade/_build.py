@@ -37,6 +37,7 @@ from ._curve import CurveCosts, CurvePoint, cascade_point, oracle_curve, random_
 from ._device_graph import device_macs, export_device_graph, router_scores
 from ._features import statistic_names
 from ._routers import (
+    DecisionEnsemble,
     DecisionHead,
     DecisionNetwork,
     HeadTraining,
@@ -44,7 +45,7 @@ from ._routers import (
     RidgeRouter,
     RoutedModel,
     feature_tensor,
-    fit_decision_head,
+    fit_decision_heads,
     fit_ridge,
 )
 from ._rows import RouterRows, concat_rows, cross_fit_rows, rows_from_split
@@ -97,7 +98,7 @@ class CascadeSettings:
 
     router: str = "decision"  # the router the cascade deploys: decision | baseline (both are trained and reported)
     router_data: str = "val"  # val: the validation split; crossfit: also K-fold cross-fitting on train (costs `folds` trainings)
-    copies: int = 4  # augmented copies of each router-training image (0: the images as they are)
+    flip: bool = False  # also each router-training image's mirror image
     folds: int = 3  # cross-fitting folds (router_data "crossfit" only)
     points: int = 21  # thresholds, spread over the quantiles of the router's test scores
     random_draws: int = 200  # draws averaged for the random router
@@ -112,8 +113,6 @@ class CascadeSettings:
             raise UsageError(f"router {self.router!r} is unknown: use one of {', '.join(ROUTERS)}")
         if self.router_data not in ROUTER_DATA:
             raise UsageError(f"router_data {self.router_data!r} is unknown: use val (no training) or crossfit (costs {self.folds} trainings)")
-        if isinstance(self.copies, bool) or self.copies < 0:
-            raise UsageError(f"copies={self.copies!r} is invalid: give 0 or more augmented copies per image")
         if self.router_data == "crossfit" and self.folds < 2:
             raise UsageError(f"folds={self.folds!r} is invalid: cross-fitting needs at least 2 folds")
         if self.points < 2:
@@ -123,7 +122,7 @@ class CascadeSettings:
 
     def artifacts_identity(self) -> dict[str, Any]:
         """What the routers and their files depend on (a change means another folder)."""
-        identity = {"router_data": self.router_data, "copies": self.copies, "seed": self.seed, "head": asdict(self.head)}
+        identity = {"router_data": self.router_data, "flip": self.flip, "seed": self.seed, "head": asdict(self.head)}
         if self.router_data == "crossfit":
             identity["folds"] = self.folds
             identity["training"] = None if self.training is None else self.training.model_dump(mode="json")
@@ -354,19 +353,18 @@ def _small_model(small: CascadeMember) -> torch.nn.Module:
 
 def _router_rows(small: CascadeMember, model, tapped: str, cache, folder: Path, settings: CascadeSettings,
                  stage) -> tuple[RouterRows, dict[str, Any]]:
-    """The router's training rows: the validation split (with copies), plus cross-fitted training images if asked."""
+    """The router's training rows: the validation split (and its mirror images), plus cross-fitted training images if asked."""
     dataset = cache.dataset
     network = small.network
     path = folder / "router" / "rows-val.npz"
     if path.is_file():
         val = RouterRows.load(path)
     else:
-        stage(f"the router's training rows: the validation split, {settings.copies} augmented copies of each image")
+        stage("the router's training rows: the validation split" + (" and its mirror images" if settings.flip else ""))
         val = rows_from_split(
             model, images=cache.resized("val", network.resolution), masks=cache.original_masks("val"),
             names=sample_names(dataset.val), split="val", class_names=dataset.class_names, binary=dataset.binary,
-            in_channels=network.in_channels, num_logits=network.num_classes, tapped=tapped, copies=settings.copies,
-            seed=settings.seed,
+            in_channels=network.in_channels, num_logits=network.num_classes, tapped=tapped, flip=settings.flip,
         )
         val.save(path)
     parts = [val]
@@ -380,7 +378,7 @@ def _router_rows(small: CascadeMember, model, tapped: str, cache, folder: Path, 
             stage(f"cross-fitting: training the small network {settings.folds} times, each without one fold of the training split")
             crossfit = cross_fit_rows(
                 network, dataset=dataset, training=settings.training or TrainingConfig(), folds=settings.folds,
-                folder=folder / "crossfit", deployed=model, tapped=tapped, copies=settings.copies, seed=settings.seed,
+                folder=folder / "crossfit", deployed=model, tapped=tapped, flip=settings.flip, seed=settings.seed,
             )
             write_json_atomic(folder / "router" / "crossfit.json",
                               {"held_out": [list(f) for f in crossfit.held_out], "trained_on": [list(f) for f in crossfit.trained_on]})
@@ -407,16 +405,19 @@ def _fit_routers(rows: RouterRows, dataset, folder: Path, settings: CascadeSetti
     decision_path = folder / "router" / "decision.pt"
     if decision_path.is_file():
         saved = torch.load(decision_path, map_location="cpu", weights_only=True)
-        head = DecisionHead(saved["inputs"], saved["classes"], hidden=saved["hidden"], dropout=saved["dropout"])
+        head = DecisionEnsemble([DecisionHead(saved["inputs"], saved["classes"], hidden=saved["hidden"], dropout=saved["dropout"])
+                                 for _ in range(saved["members"])])
         head.load_state_dict(saved["state_dict"])
     else:
-        stage("training the decision network's head (frozen small-network features, spatial pyramid pooling, FC)")
-        head, notes = fit_decision_head(rows.vectors, rows.quality, rows.class_iou, rows.groups, settings.head)
+        stage(f"training the decision network's heads ({settings.head.members}; frozen small-network features, "
+              "spatial pyramid pooling, fully connected layers)")
+        head, notes = fit_decision_heads(rows.vectors, rows.quality, rows.class_iou, rows.groups, settings.head)
         with torch.no_grad():
             fitted = head(torch.tensor(rows.vectors, dtype=torch.float32))[0].numpy()
         notes["train_rank_correlation"] = spearman(fitted, rows.quality)
         buffer_path = decision_path.with_name(".decision.pt.tmp")
         torch.save({"inputs": rows.vectors.shape[1], "classes": rows.class_iou.shape[1], "hidden": settings.head.hidden,
+                    "members": settings.head.members,
                     "dropout": settings.head.dropout, "state_dict": head.state_dict(), "notes": notes}, buffer_path)
         buffer_path.replace(decision_path)
     head.eval()

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._scores import PerImageScores
+from ._scores import PerImageScores, class_iou_of, headline_iou, mean_present
 
 
 class CurveCosts(NamedTuple):
@@ -150,12 +150,28 @@ def oracle_curve(small: PerImageScores, large: PerImageScores, costs: CurveCosts
 
 def random_curve(small: PerImageScores, large: PerImageScores, costs: CurveCosts, counts: Sequence[int], *,
                  draws: int = 200, seed: int = 0) -> tuple[CurvePoint, ...]:
-    """A random router at each count of sent images: every figure averaged over ``draws`` seeded random choices."""
+    """A random router at each count of sent images: every figure averaged over ``draws`` seeded random choices.
+
+    Each draw's IoU is taken from its own summed confusion matrix, as :func:`cascade_point` does.
+    """
     rng = np.random.default_rng(seed)
-    n = len(small)
-    orders = [rng.permutation(n) for _ in range(draws)]
-    return tuple(_average([cascade_point("random", None, _first(order, count), small, large, costs) for order in orders])
-                 for count in counts)
+    n, classes = len(small), len(small.class_names)
+    ranks = np.argsort(np.stack([rng.permutation(n) for _ in range(draws)]), axis=1)  # (draws, images): each image's place
+    base = small.confusions.sum(axis=0).reshape(-1).astype(np.float64)
+    gain = (large.confusions - small.confusions).reshape(n, -1).astype(np.float64)
+    points = []
+    for count in counts:
+        sent = ranks < count  # (draws, images)
+        class_iou = class_iou_of((base + sent @ gain).reshape(draws, classes, classes))
+        primary = headline_iou(class_iou, small.binary)
+        quality = np.where(sent, large.quality, small.quality).mean(axis=1)
+        point = cascade_point("random", None, np.arange(n) < count, small, large, costs)
+        points.append(point._replace(
+            iou=_mean_or_none(primary), miou=_mean_or_none(mean_present(class_iou)),
+            mean_image_iou=float(quality.mean()),
+            class_iou={name: _mean_or_none(class_iou[:, c]) for c, name in enumerate(small.class_names)},
+        ))
+    return tuple(points)
 
 
 def _first(order: np.ndarray, count: int) -> np.ndarray:
@@ -164,17 +180,10 @@ def _first(order: np.ndarray, count: int) -> np.ndarray:
     return sent
 
 
-def _average(points: Sequence[CurvePoint]) -> CurvePoint:
-    def mean(values):
-        known = [v for v in values if v is not None]
-        return float(np.mean(known)) if known else None
-
-    first = points[0]
-    return first._replace(
-        iou=mean([p.iou for p in points]), miou=mean([p.miou for p in points]),
-        mean_image_iou=mean([p.mean_image_iou for p in points]),
-        class_iou={name: mean([p.class_iou[name] for p in points]) for name in first.class_iou},
-    )
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean over draws of the draws where the figure exists."""
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if len(known) else None
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:

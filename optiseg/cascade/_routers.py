@@ -66,7 +66,7 @@ def fit_ridge(statistics: np.ndarray, quality: np.ndarray, groups: np.ndarray, *
               alphas: Sequence[float] = RIDGE_ALPHAS, folds: int = 5, seed: int = 0) -> RidgeRouter:
     """Ridge regression of ``quality`` on standardized ``statistics``; the penalty by grouped K-fold cross-validation.
 
-    Rows of one ``groups`` value (copies of one source image) are always in the same fold,
+    Rows of one ``groups`` value (an image and its mirror image) are always in the same fold,
     so the penalty is chosen on images the fit did not see.
     """
     x = np.asarray(statistics, np.float64)
@@ -173,10 +173,22 @@ class DecisionHead(nn.Module):
         return torch.sigmoid(self.quality(hidden))[:, 0], torch.sigmoid(self.class_quality(hidden))
 
 
+class DecisionEnsemble(nn.Module):
+    """Several :class:`DecisionHead` trained with other seeds and held-out images; their predictions averaged."""
+
+    def __init__(self, heads: Sequence[DecisionHead]):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [head(vector) for head in self.heads]
+        return (torch.stack([q for q, _ in outputs]).mean(dim=0), torch.stack([c for _, c in outputs]).mean(dim=0))
+
+
 class DecisionNetwork(nn.Module):
     """Frozen features ``(B, C, h, w)`` and output statistics ``(B, F)`` -> predicted image IoU ``(B,)``."""
 
-    def __init__(self, head: DecisionHead, levels: Sequence[int] = SPP_LEVELS):
+    def __init__(self, head: nn.Module, levels: Sequence[int] = SPP_LEVELS):
         super().__init__()
         self.head = head
         self.levels = tuple(levels)
@@ -187,42 +199,47 @@ class DecisionNetwork(nn.Module):
 
 @dataclass(frozen=True)
 class HeadTraining:
-    """How the decision head is trained (full-batch Adam; the epoch count chosen on held-out source images)."""
+    """How the decision heads are trained (full-batch Adam; each head's epoch count chosen on its own held-out source images)."""
 
+    members: int = 5  # heads averaged; one alone varies a lot with its seed when there are few training images
     hidden: int = 128
     dropout: float = 0.2
     lr: float = 1e-3
     weight_decay: float = 1e-3
-    max_epochs: int = 400
+    max_epochs: int = 300
     class_weight: float = 0.5
     holdout: float = 0.25
     seed: int = 0
 
 
-def fit_decision_head(vectors: np.ndarray, quality: np.ndarray, class_iou: np.ndarray, groups: np.ndarray,
-                      settings: HeadTraining = HeadTraining()) -> tuple[DecisionHead, dict[str, Any]]:
-    """Train a :class:`DecisionHead` on rows of pooled features + statistics; returns it and what the fit chose.
+def fit_decision_heads(vectors: np.ndarray, quality: np.ndarray, class_iou: np.ndarray, groups: np.ndarray,
+                       settings: HeadTraining = HeadTraining()) -> tuple[DecisionEnsemble, dict[str, Any]]:
+    """Train ``settings.members`` heads on rows of pooled features + statistics; returns their ensemble and what each fit chose.
 
-    A quarter of the source images (``groups``) is held out to choose the number of epochs
-    (lowest held-out loss); the head is then trained on every row for that many epochs.
+    For each head (seed ``settings.seed + k``), a quarter of the source images (``groups``) is
+    held out to choose the number of epochs (lowest held-out loss); the head is then trained on
+    every row for that many epochs.
     """
     x = torch.tensor(np.asarray(vectors), dtype=torch.float32)
     y = torch.tensor(np.asarray(quality), dtype=torch.float32)
     per_class = torch.tensor(np.nan_to_num(np.asarray(class_iou), nan=0.0), dtype=torch.float32)
     known = torch.tensor(~np.isnan(np.asarray(class_iou)), dtype=torch.float32)
-    folds = group_folds(groups, max(2, round(1 / settings.holdout)), settings.seed)
-    held = torch.tensor(folds == 0)
-    best_epoch, best_loss = settings.max_epochs, float("inf")
-    if 0 < int(held.sum()) < len(held):
-        curve = _train_head(x, y, per_class, known, ~held, settings, settings.max_epochs, evaluate=held)[1]
-        best_epoch, best_loss = min(curve, key=lambda item: item[1])
     everything = torch.ones(len(x), dtype=torch.bool)
-    head = _train_head(x, y, per_class, known, everything, settings, best_epoch)[0]
-    return head, {"epochs": best_epoch, "holdout_loss": None if best_loss == float("inf") else best_loss, "rows": len(x)}
+    heads, epochs = [], []
+    for member in range(settings.members):
+        seed = settings.seed + member
+        held = torch.tensor(group_folds(groups, max(2, round(1 / settings.holdout)), seed) == 0)
+        best_epoch = settings.max_epochs
+        if 0 < int(held.sum()) < len(held):
+            curve = _train_head(x, y, per_class, known, ~held, settings, seed, settings.max_epochs, evaluate=held)[1]
+            best_epoch = min(curve, key=lambda item: item[1])[0]
+        heads.append(_train_head(x, y, per_class, known, everything, settings, seed, best_epoch)[0])
+        epochs.append(best_epoch)
+    return DecisionEnsemble(heads).eval(), {"epochs": epochs, "rows": len(x)}
 
 
-def _train_head(x, y, per_class, known, rows, settings: HeadTraining, epochs: int, evaluate=None):
-    torch.manual_seed(settings.seed)
+def _train_head(x, y, per_class, known, rows, settings: HeadTraining, seed: int, epochs: int, evaluate=None):
+    torch.manual_seed(seed)
     head = DecisionHead(x.shape[1], per_class.shape[1], hidden=settings.hidden, dropout=settings.dropout)
     mean = x[rows].mean(dim=0)
     head.mean.copy_(mean)

@@ -5,8 +5,11 @@ router trained on those rows learns that every image is easy. Rows therefore
 come from images the small model never trained on:
 
 * :func:`rows_from_split` on the **validation split** (the default; it costs no
-  training), optionally with augmented copies of each image (flips and
-  photometric changes: the copy's mask is flipped with it) for more rows;
+  training), optionally with each image's mirror image too (a horizontal flip,
+  the one augmentation the small network was trained with; its mask is flipped
+  with it). Photometric changes and vertical flips were tried and made the
+  routers worse on the packages data: they change how hard an image is in ways
+  real images do not;
 * :func:`cross_fit_rows`: **K-fold cross-fitting** on the training split. The
   small network is trained again K times, each time without one fold, and
   scores that fold; this **costs K trainings** of the small network. The
@@ -14,7 +17,7 @@ come from images the small model never trained on:
   saw the image); the pooled features come from the deployed small network,
   whose features the decision network reads at run time.
 
-Every row records its source image, its copy number and the model that scored it.
+Every row records its source image, whether it is the mirror image, and the model that scored it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -43,14 +45,14 @@ BATCH = 16
 
 @dataclass(frozen=True, eq=False)
 class RouterRows:
-    """One row per (image, copy): the small model's output statistics, pooled features and true IoU."""
+    """One row per image (and mirror image): the small model's output statistics, pooled features and true IoU."""
 
     statistics: np.ndarray  # (rows, statistics)
     pooled: np.ndarray  # (rows, pooled features)
     quality: np.ndarray  # (rows,) the image's IoU under the model that scored it
     class_iou: np.ndarray  # (rows, classes), NaN where a class is in neither truth nor prediction
     sources: tuple[str, ...]  # "<split>/<stem>" of each row's image
-    copies: np.ndarray  # (rows,) 0 = the image as it is, k = its k-th augmented copy
+    mirrored: np.ndarray  # (rows,) True where the row is an image's mirror image
     scored_by: tuple[str, ...]  # the model whose output gave the statistics and the quality: "small", "fold-2", ...
 
     def __len__(self) -> int:
@@ -58,7 +60,7 @@ class RouterRows:
 
     @property
     def groups(self) -> np.ndarray:
-        """A number per source image (the copies of one image share it), for grouped cross-validation."""
+        """A number per source image (an image and its mirror image share it), for grouped cross-validation."""
         _, inverse = np.unique(np.array(self.sources), return_inverse=True)
         return inverse
 
@@ -71,7 +73,7 @@ class RouterRows:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp.npz")
         np.savez(tmp, statistics=self.statistics, pooled=self.pooled, quality=self.quality, class_iou=self.class_iou,
-                 sources=np.array(self.sources), copies=self.copies, scored_by=np.array(self.scored_by))
+                 sources=np.array(self.sources), mirrored=self.mirrored, scored_by=np.array(self.scored_by))
         tmp.replace(path)
 
     @classmethod
@@ -79,7 +81,7 @@ class RouterRows:
         with np.load(path, allow_pickle=False) as data:
             return cls(statistics=data["statistics"], pooled=data["pooled"], quality=data["quality"],
                        class_iou=data["class_iou"], sources=tuple(str(s) for s in data["sources"]),
-                       copies=data["copies"], scored_by=tuple(str(s) for s in data["scored_by"]))
+                       mirrored=data["mirrored"], scored_by=tuple(str(s) for s in data["scored_by"]))
 
 
 def concat_rows(parts: Sequence[RouterRows]) -> RouterRows:
@@ -87,7 +89,7 @@ def concat_rows(parts: Sequence[RouterRows]) -> RouterRows:
     return RouterRows(
         statistics=np.concatenate([p.statistics for p in parts]), pooled=np.concatenate([p.pooled for p in parts]),
         quality=np.concatenate([p.quality for p in parts]), class_iou=np.concatenate([p.class_iou for p in parts]),
-        sources=tuple(s for p in parts for s in p.sources), copies=np.concatenate([p.copies for p in parts]),
+        sources=tuple(s for p in parts for s in p.sources), mirrored=np.concatenate([p.mirrored for p in parts]),
         scored_by=tuple(s for p in parts for s in p.scored_by),
     )
 
@@ -110,35 +112,20 @@ def small_outputs(model: nn.Module, images: np.ndarray, *, in_channels: int, num
     return tensors[OUTPUT], statistics, pooled
 
 
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of a (resized) image and its (original-size) mask: maybe flipped; contrast, brightness, gamma, noise, blur."""
-    if rng.random() < 0.5:
-        image, mask = image[:, ::-1], mask[:, ::-1]
-    values = image.astype(np.float32)
-    values = (values - 128.0) * rng.uniform(0.7, 1.3) + 128.0 + rng.uniform(-30.0, 30.0)
-    values = 255.0 * (np.clip(values, 0, 255) / 255.0) ** rng.uniform(0.7, 1.4)
-    values += rng.normal(0.0, rng.uniform(0.0, 8.0), values.shape)
-    out = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    if rng.random() < 0.3:
-        out = cv2.GaussianBlur(out, (3, 3), 0)
-    return np.ascontiguousarray(out), np.ascontiguousarray(mask)
-
-
 def rows_from_split(model: nn.Module, *, images, masks, names: Sequence[str], split: str, class_names: Sequence[str],
-                    binary: bool, in_channels: int, num_logits: int, tapped: str | None, copies: int = 0, seed: int = 0,
+                    binary: bool, in_channels: int, num_logits: int, tapped: str | None, flip: bool = False,
                     scored_by: str = "small", features_model: nn.Module | None = None) -> RouterRows:
-    """Rows from every image of a split (``images`` resized for ``model``, ``masks`` at original size) and ``copies`` augmented copies.
+    """Rows from every image of a split (``images`` resized for ``model``, ``masks`` at original size), and its mirror image with ``flip``.
 
     ``model`` scores each image (statistics and quality); ``features_model`` (default: ``model``)
     gives the pooled features of the ``tapped`` tensor.
     """
     classes = len(class_names)
-    rng = np.random.default_rng([seed, len(names)])
-    items = [(index, copy) for index in range(len(names)) for copy in range(copies + 1)]
+    items = [(index, mirrored) for index in range(len(names)) for mirrored in (False, True)[: 2 if flip else 1]]
     statistics, pooled, confusions = [], [], []
     for start in range(0, len(items), BATCH):
         chunk = items[start:start + BATCH]
-        pairs = [_copy(images[i][0], masks[i], copy, rng) for i, copy in chunk]
+        pairs = [_mirrored(images[i][0], masks[i]) if mirrored else (images[i][0], masks[i]) for i, mirrored in chunk]
         batch = np.stack([image for image, _ in pairs])
         logits, stats, features = small_outputs(model, batch, in_channels=in_channels, num_logits=num_logits,
                                                 tapped=tapped if features_model is None else None)
@@ -151,16 +138,16 @@ def rows_from_split(model: nn.Module, *, images, masks, names: Sequence[str], sp
             confusions.append(confusion_matrix(mask, prediction, classes, IGNORE))
     scores = PerImageScores(split=split, class_names=tuple(class_names), binary=binary,
                             confusions=np.array(confusions, np.int64).reshape(len(items), classes, classes),
-                            names=tuple(f"{names[i]}#{copy}" for i, copy in items))
+                            names=tuple(f"{names[i]}{' (mirrored)' if mirrored else ''}" for i, mirrored in items))
     return RouterRows(
         statistics=np.concatenate(statistics).astype(np.float64), pooled=np.concatenate(pooled).astype(np.float64),
         quality=scores.quality, class_iou=scores.class_iou, sources=tuple(f"{split}/{names[i]}" for i, _ in items),
-        copies=np.array([copy for _, copy in items], np.int64), scored_by=(scored_by,) * len(items),
+        mirrored=np.array([mirrored for _, mirrored in items], bool), scored_by=(scored_by,) * len(items),
     )
 
 
-def _copy(image: np.ndarray, mask: np.ndarray, copy: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    return (image, mask) if copy == 0 else augment(image, mask, rng)
+def _mirrored(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
 
 
 # ---------------------------------------------------------------- K-fold cross-fitting (costs K trainings)
@@ -184,7 +171,7 @@ def fold_assignment(count: int, folds: int, seed: int) -> np.ndarray:
 
 
 def cross_fit_rows(network, *, dataset, training, folds: int, folder: Path, deployed: nn.Module, tapped: str | None,
-                   copies: int = 0, seed: int = 0, cache_mb: float = 1024,
+                   flip: bool = False, seed: int = 0, cache_mb: float = 1024,
                    train: Callable[..., Any] | None = None) -> CrossFit:
     """Train ``network`` ``folds`` times (each without one fold of the training split, into ``folder/fold-k``) and score each held-out fold.
 
@@ -208,8 +195,8 @@ def cross_fit_rows(network, *, dataset, training, folds: int, folder: Path, depl
         parts.append(rows_from_split(
             model, images=cache.resized("test", network.resolution), masks=cache.original_masks("test"),
             names=sample_names(held), split="train", class_names=dataset.class_names, binary=dataset.binary,
-            in_channels=network.in_channels, num_logits=network.num_classes, tapped=tapped, copies=copies,
-            seed=seed + fold, scored_by=f"fold-{fold}", features_model=deployed,
+            in_channels=network.in_channels, num_logits=network.num_classes, tapped=tapped, flip=flip,
+            scored_by=f"fold-{fold}", features_model=deployed,
         ))
         held_out.append(sample_names(held))
         trained_on.append(sample_names(kept))

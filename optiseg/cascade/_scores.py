@@ -51,20 +51,12 @@ class PerImageScores:
     @property
     def class_iou(self) -> np.ndarray:
         """``(images, classes)`` IoU of each class in each image; NaN where the class is in neither truth nor prediction."""
-        tp = np.diagonal(self.confusions, axis1=1, axis2=2).astype(np.float64)
-        union = self.confusions.sum(axis=1) + self.confusions.sum(axis=2) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        return class_iou_of(self.confusions)
 
     @property
     def quality(self) -> np.ndarray:
         """``(images,)`` headline IoU of each image (foreground IoU for binary data, else mean IoU); 1.0 where undefined."""
-        per_class = self.class_iou
-        if self.binary:
-            values = per_class[:, 1]
-        else:
-            present = ~np.isnan(per_class)
-            values = np.where(present.any(axis=1), np.nansum(per_class, axis=1) / np.maximum(present.sum(axis=1), 1), np.nan)
+        values = headline_iou(self.class_iou, self.binary)
         return np.where(np.isnan(values), 1.0, values)
 
     def pooled(self, confusions: np.ndarray | None = None) -> SegmentationScores:
@@ -103,6 +95,25 @@ class PerImageScores:
         confusions = np.array([image["confusion"] for image in images], np.int64).reshape(len(images), classes, classes)
         return cls(split=data["split"], class_names=tuple(data["class_names"]), binary=bool(data["binary"]),
                    confusions=confusions, names=tuple(image["name"] for image in images))
+
+
+def class_iou_of(confusions: np.ndarray) -> np.ndarray:
+    """IoU of each class of each matrix of a stack ``(n, classes, classes)`` -> ``(n, classes)``; NaN where a class is absent."""
+    tp = np.diagonal(confusions, axis1=1, axis2=2).astype(np.float64)
+    union = confusions.sum(axis=1) + confusions.sum(axis=2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+
+def headline_iou(class_iou: np.ndarray, binary: bool) -> np.ndarray:
+    """``(n,)`` the foreground IoU (binary) or the mean over the classes present, of each row of ``class_iou``; NaN if none."""
+    return class_iou[:, 1] if binary else mean_present(class_iou)
+
+
+def mean_present(values: np.ndarray) -> np.ndarray:
+    """The mean of each row over its non-NaN entries; NaN for a row without any."""
+    present = ~np.isnan(values)
+    return np.where(present.any(axis=1), np.nansum(values, axis=1) / np.maximum(present.sum(axis=1), 1), np.nan)
 
 
 def score_per_image(onnx_path: str | Path, *, split: str, cache, in_channels: int, resolution: tuple[int, int],

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module registers its subcommands; heavy libraries are imported inside the handlers,
 # so `optiseg --help` answers at once.
-COMMAND_MODULES = ("search_cmd", "confirm_cmd", "report_cmd", "models_cmd", "train_cmd", "data_cmd", "device_cmd", "split_cmd")
+COMMAND_MODULES = ("search_cmd", "confirm_cmd", "report_cmd", "models_cmd", "train_cmd", "data_cmd", "device_cmd", "split_cmd", "cascade_cmd")
 
 DESCRIPTION = """\
 Search the IoU-latency Pareto front of real-time segmentation networks
@@ -27,6 +27,7 @@ the main job:
 one candidate, data and devices:
   optiseg models | summary | export | train        architectures, costs, ONNX, training
   optiseg split --model M --resolution HxW         cut points: device cost, tensors crossing, bitrate
+  optiseg cascade STUDY [--small N] [--large M]    small on the device, hard images to a server: the curve
   optiseg data check CONFIG | data synth OUT        validate a data set, make a synthetic one
   optiseg device check NAME | device trust NAME    prepare a device; optiseg bench MODEL.onnx
 
