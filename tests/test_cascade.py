@@ -66,14 +66,15 @@ def test_per_image_iou_against_hand_computed_masks():
     assert scores.class_iou[0] == pytest.approx([11 / 13, 3 / 5])
     assert np.isnan(scores.class_iou[1, 1]) and scores.class_iou[1, 0] == 1.0
     assert scores.class_iou[2] == pytest.approx([12 / 16, 0.0])
-    assert scores.quality == pytest.approx([3 / 5, 1.0, 0.0])  # undefined foreground IoU counts as perfect
+    assert scores.iou == pytest.approx([3 / 5, 1.0, 0.0])  # undefined foreground IoU counts as perfect
+    assert scores.accuracy == pytest.approx([14 / 16, 1.0, 12 / 16]) and scores.correct.tolist() == [14, 16, 12]
     # the split's IoU is the sum of the images' matrices, as score_onnx_predictions computes it
     calls = iter(logits)
     split = score_onnx_predictions(lambda batch: next(calls)[None], images, masks, class_names=BINARY, binary=True, in_channels=3)
     assert scores.pooled().primary_iou == pytest.approx(split.primary_iou) == pytest.approx(3 / (4 + 4 + 1))
 
     three = scores_of([confusion_matrix(np.array([[0, 1], [2, 2]]), np.array([[0, 1], [2, 0]]), 3)], ("a", "b", "c"), binary=False)
-    assert three.quality == pytest.approx([(1 / 2 + 1 + 1 / 2) / 3])  # mean over the classes present
+    assert three.iou == pytest.approx([(1 / 2 + 1 + 1 / 2) / 3])  # mean over the classes present
     assert PerImageScores.from_dict(json.loads(json.dumps(scores.as_dict()))).confusions.tolist() == confusions.tolist()
 
 
@@ -111,7 +112,7 @@ def test_cross_fitting_keeps_each_image_away_from_the_model_that_scores_it(tmp_p
         fold = int(scored_by.removeprefix("fold-"))
         assert source.startswith("train/") and source.removeprefix("train/") not in crossfit.trained_on[fold]
     assert rows.pooled.shape[1] > 0 and rows.statistics.shape[1] == len(statistic_names(dataset.class_names))
-    assert np.all((rows.quality >= 0) & (rows.quality <= 1))
+    assert np.all((rows.iou >= 0) & (rows.iou <= 1)) and np.all((rows.accuracy > 0) & (rows.accuracy <= 1))
 
     with pytest.raises(ValueError, match="2 to 12 folds"):
         fold_assignment(12, 1, 0)
@@ -149,7 +150,7 @@ def test_curve_arithmetic_on_a_tiny_hand_made_case():
     # 4 images of 10 pixels; the small model misses 0, 2, 4 and 6 foreground pixels, the large one 0 or 1.
     small = scores_of([[[5, 0], [0, 5]], [[5, 0], [2, 3]], [[5, 0], [4, 1]], [[4, 0], [6, 0]]])
     large = scores_of([[[5, 0], [0, 5]], [[5, 0], [1, 4]], [[5, 0], [0, 5]], [[4, 0], [1, 5]]])
-    assert small.quality == pytest.approx([1.0, 0.6, 0.2, 0.0])
+    assert small.iou == pytest.approx([1.0, 0.6, 0.2, 0.0])
     router = np.array([0.9, 0.5, 0.1, 0.3])  # ranks images 2, 3, 1, 0 from hardest
     curve = router_curve("learned", router, small, large, COSTS, points=5)
     assert [p.sent for p in curve] == [0, 1, 2, 3, 4]
@@ -162,12 +163,13 @@ def test_curve_arithmetic_on_a_tiny_hand_made_case():
     # pooled foreground: TP 5+3+5+5, FP 0, FN 0+2+0+1
     assert two.iou == pytest.approx(18 / 21)
     assert two.mean_image_iou == pytest.approx((1.0 + 0.6 + 1.0 + 5 / 6) / 4)
+    assert two.pixel_accuracy == pytest.approx((10 + 8 + 10 + 9) / 40)
     assert curve[0].iou == pytest.approx(9 / 21) and curve[-1].iou == pytest.approx(19 / 21)
     assert two.metrics()["fps"] == pytest.approx(1000 / 9.0) and set(two.metrics()) >= {
         "iou", "miou", "latency_ms", "device_latency_ms", "server_latency_ms", "link_bytes"}
 
     oracle = oracle_curve(small, large, COSTS, [p.sent for p in curve])
-    assert oracle[1].iou == pytest.approx(14 / 21)  # the largest gain first: image 3 (0 -> 5/6)
+    assert oracle[1].iou == pytest.approx(14 / 21)  # the most pixels won first: image 3 (4 -> 9 right)
     assert [p.sent for p in oracle] == [0, 1, 2, 3, 4]
 
     assert len(thresholds_for(np.arange(100.0), 11)) == 11
@@ -175,6 +177,7 @@ def test_curve_arithmetic_on_a_tiny_hand_made_case():
 
 
 def test_the_oracle_is_never_worse_than_a_router_at_equal_share_and_random_is_the_expectation():
+    """On pixel accuracy the oracle is optimal at every share (a sum of per-image gains); the random router is the expectation."""
     rng = np.random.default_rng(0)
     for _ in range(20):
         n = 30
@@ -187,11 +190,13 @@ def test_the_oracle_is_never_worse_than_a_router_at_equal_share_and_random_is_th
         counts = [p.sent for p in learned]
         oracle = oracle_curve(small, large, COSTS, counts)
         for mine, best in zip(learned, oracle):
-            assert best.sent == mine.sent and best.mean_image_iou >= mine.mean_image_iou - 1e-12
+            assert best.sent == mine.sent and best.pixel_accuracy >= mine.pixel_accuracy - 1e-12
         random = random_curve(small, large, COSTS, counts, draws=400, seed=1)
-        gain = (large.quality - small.quality).mean()
+        gain = (large.iou - small.iou).mean()
+        accuracy_gain = (large.correct - small.correct).sum() / small.confusions.sum()
         for point in random:
-            assert point.mean_image_iou == pytest.approx(small.quality.mean() + point.share_sent * gain, abs=0.01)
+            assert point.mean_image_iou == pytest.approx(small.iou.mean() + point.share_sent * gain, abs=0.01)
+            assert point.pixel_accuracy == pytest.approx(small.accuracy.mean() + point.share_sent * accuracy_gain, abs=0.005)
 
 
 @pytest.mark.parametrize("classes", [2, 4])
@@ -206,6 +211,7 @@ def test_the_random_router_averages_what_cascade_point_gives_each_draw(classes):
     assert point.iou == pytest.approx(np.mean([p.iou for p in points]))
     assert point.miou == pytest.approx(np.mean([p.miou for p in points]))
     assert point.mean_image_iou == pytest.approx(np.mean([p.mean_image_iou for p in points]))
+    assert point.pixel_accuracy == pytest.approx(np.mean([p.pixel_accuracy for p in points]))
     assert point.latency_ms == pytest.approx(points[0].latency_ms) and point.sent == 5
 
 
@@ -317,7 +323,7 @@ def _hand_made_cascade(folder: Path, images: list[np.ndarray]) -> tuple[CascadeR
     weights[names.index("area_foreground")] = 1.0
     ridge = RidgeRouter(feature_names=names, mean=np.zeros(len(names)), scale=np.ones(len(names)), weights=weights, bias=0.0, alpha=1.0)
     routed = RoutedModel(small, LinearHead(ridge), num_logits=1).eval()
-    device = export_device_graph(routed, folder / "device-baseline.onnx", small=small_net, large=large_net, router="baseline",
+    device = export_device_graph(routed, folder / "device-baseline.onnx", small=small_net, large=large_net, router="baseline", target="iou",
                                  class_names=BINARY, example=np.asarray(images[0][:64, :64]))
     large_onnx = export_onnx(large, folder / "large.onnx", large_net, class_names=BINARY).path
     predict = onnx_predictor(device, output="quality")
@@ -327,8 +333,8 @@ def _hand_made_cascade(folder: Path, images: list[np.ndarray]) -> tuple[CascadeR
                           scores_of([[[1, 0], [0, 1]]] * 2), COSTS)
     result = CascadeResult(
         folder=folder, small=CascadeMember(small_net, folder / "small.onnx"), large=CascadeMember(large_net, large_onnx),
-        router="baseline", curves={"baseline": (point,)}, references={"small": point, "large": point},
-        costs={"baseline": COSTS}, rank_correlation={}, router_fit={}, per_image_iou={}, latencies={},
+        router="baseline", target="iou", curves={"baseline": (point,)}, references={"small": point, "large": point},
+        costs={"baseline": COSTS}, rank_correlation={}, router_fit={}, per_image={}, latencies={},
         measured_on={"device": "local", "server": "local", "link": "test"}, device_models={"baseline": device}, class_names=BINARY,
     )
     return result, scores

@@ -31,10 +31,11 @@ from ._curve import (
 from ._deploy import default_threshold, write_cascade_deployment
 from ._routers import HeadTraining, RidgeRouter, fit_ridge
 from ._rows import CrossFit, RouterRows, cross_fit_rows, fold_assignment, rows_from_split
-from ._scores import PerImageScores, score_per_image, stored_per_image
+from ._scores import TARGETS, PerImageScores, score_per_image, stored_per_image
 
 __all__ = [
     "ROUTERS",
+    "TARGETS",
     "CascadeMember",
     "CascadeResult",
     "CascadeSettings",

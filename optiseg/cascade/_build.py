@@ -49,7 +49,7 @@ from ._routers import (
     fit_ridge,
 )
 from ._rows import RouterRows, concat_rows, cross_fit_rows, rows_from_split
-from ._scores import PerImageScores, file_sha256, sample_names, stored_per_image
+from ._scores import TARGETS, PerImageScores, file_sha256, sample_names, stored_per_image
 
 ROUTERS = ("decision", "baseline")
 ROUTER_DATA = ("val", "crossfit")
@@ -97,6 +97,7 @@ class CascadeSettings:
     """How a cascade is built. The defaults cost no training of the small or the large network."""
 
     router: str = "decision"  # the router the cascade deploys: decision | baseline (both are trained and reported)
+    target: str = "accuracy"  # what the routers predict of the small network per image: accuracy (pixel accuracy) | iou
     router_data: str = "val"  # val: the validation split; crossfit: also K-fold cross-fitting on train (costs `folds` trainings)
     flip: bool = False  # also each router-training image's mirror image
     folds: int = 3  # cross-fitting folds (router_data "crossfit" only)
@@ -111,6 +112,8 @@ class CascadeSettings:
     def __post_init__(self) -> None:
         if self.router not in ROUTERS:
             raise UsageError(f"router {self.router!r} is unknown: use one of {', '.join(ROUTERS)}")
+        if self.target not in TARGETS:
+            raise UsageError(f"target {self.target!r} is unknown: use accuracy (the share of pixels right) or iou (the image's own IoU)")
         if self.router_data not in ROUTER_DATA:
             raise UsageError(f"router_data {self.router_data!r} is unknown: use val (no training) or crossfit (costs {self.folds} trainings)")
         if self.router_data == "crossfit" and self.folds < 2:
@@ -122,7 +125,7 @@ class CascadeSettings:
 
     def artifacts_identity(self) -> dict[str, Any]:
         """What the routers and their files depend on (a change means another folder)."""
-        identity = {"router_data": self.router_data, "flip": self.flip, "seed": self.seed, "head": asdict(self.head)}
+        identity = {"target": self.target, "router_data": self.router_data, "flip": self.flip, "seed": self.seed, "head": asdict(self.head)}
         if self.router_data == "crossfit":
             identity["folds"] = self.folds
             identity["training"] = None if self.training is None else self.training.model_dump(mode="json")
@@ -139,6 +142,7 @@ class CascadeResult:
 
     ``curves`` holds every router's points (``decision``, ``baseline``) and the references at
     the deployed router's shares (``oracle``, ``random``); ``points`` is the deployed router's.
+    ``target`` is what the routers predict of the small network (``accuracy`` or ``iou``).
     ``references``: ``small`` (every frame on the device, small network alone) and ``large``
     (every frame sent, no model on the device).
     """
@@ -147,12 +151,13 @@ class CascadeResult:
     small: CascadeMember
     large: CascadeMember
     router: str
+    target: str
     curves: Mapping[str, tuple[CurvePoint, ...]]
     references: Mapping[str, CurvePoint]
     costs: Mapping[str, CurveCosts]
-    rank_correlation: Mapping[str, float | None]  # each router's Spearman correlation with the true per-image IoU, test split
+    rank_correlation: Mapping[str, float | None]  # each router's Spearman correlation with the true target, test split
     router_fit: Mapping[str, Any]
-    per_image_iou: Mapping[str, Mapping[str, float]]  # mean per-image IoU of each model on each scored split
+    per_image: Mapping[str, Mapping[str, Mapping[str, float]]]  # model -> split -> mean per-image iou and accuracy
     latencies: Mapping[str, Mapping[str, Any]]  # each measured part: LatencyResult.to_dict()
     measured_on: Mapping[str, str]  # device, server (labels) and the link
     device_models: Mapping[str, Path]  # each router's device graph
@@ -174,12 +179,13 @@ class CascadeResult:
             "small": self.small.as_dict(),
             "large": self.large.as_dict(),
             "router": self.router,
+            "target": self.target,
             "curves": {name: [p.as_dict() for p in points] for name, points in self.curves.items()},
             "references": {name: p.as_dict() for name, p in self.references.items()},
             "costs": {name: c._asdict() for name, c in self.costs.items()},
             "rank_correlation": dict(self.rank_correlation),
             "router_fit": dict(self.router_fit),
-            "per_image_iou": {k: dict(v) for k, v in self.per_image_iou.items()},
+            "per_image": {k: {split: dict(m) for split, m in v.items()} for k, v in self.per_image.items()},
             "latencies": {k: dict(v) for k, v in self.latencies.items()},
             "measured_on": dict(self.measured_on),
             "device_models": {k: str(v) for k, v in self.device_models.items()},
@@ -192,12 +198,12 @@ class CascadeResult:
             raise ValueError(f"not a cascade result (format {data.get('format')!r})")
         return cls(
             folder=Path(data["folder"]), small=CascadeMember.from_dict(data["small"]), large=CascadeMember.from_dict(data["large"]),
-            router=data["router"],
+            router=data["router"], target=data["target"],
             curves={name: tuple(CurvePoint.from_dict(p) for p in points) for name, points in data["curves"].items()},
             references={name: CurvePoint.from_dict(p) for name, p in data["references"].items()},
             costs={name: CurveCosts(**c) for name, c in data["costs"].items()},
             rank_correlation=dict(data["rank_correlation"]), router_fit=dict(data["router_fit"]),
-            per_image_iou={k: dict(v) for k, v in data["per_image_iou"].items()},
+            per_image={k: {split: dict(m) for split, m in v.items()} for k, v in data["per_image"].items()},
             latencies={k: dict(v) for k, v in data["latencies"].items()}, measured_on=dict(data["measured_on"]),
             device_models={k: Path(v) for k, v in data["device_models"].items()}, class_names=tuple(data.get("class_names", ())),
         )
@@ -247,7 +253,7 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
         routed.eval()
         if not path.is_file():
             stage(f"exporting the device graph: the small network with its {name} router")
-            export_device_graph(routed, path, small=small.network, large=large.network, router=name,
+            export_device_graph(routed, path, small=small.network, large=large.network, router=name, target=settings.target,
                                 class_names=dataset.class_names, example=cache.resized("val", small.network.resolution)[0][0])
         device_models[name] = path
         macs[name] = device_macs(routed, small.network)
@@ -289,11 +295,11 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
         "large": cascade_point("large", None, everything, small_test, large_test, alone._replace(device_ms=0.0, device_macs=0)),
     }
     result = CascadeResult(
-        folder=folder, small=small, large=large, router=settings.router, curves=curves, references=references, costs=costs,
-        rank_correlation={name: spearman(router_test_scores[name], small_test.quality) for name in ROUTERS},
+        folder=folder, small=small, large=large, router=settings.router, target=settings.target, curves=curves, references=references, costs=costs,
+        rank_correlation={name: spearman(router_test_scores[name], small_test.target(settings.target)) for name in ROUTERS},
         router_fit={**fit_notes, **_fit_summary(folder), "tapped": tapped},
-        per_image_iou={role: {split: float(scores[role, split].quality.mean()) for split in settings.score_splits}
-                       for role in ("small", "large")},
+        per_image={role: {split: {"iou": float(scores[role, split].iou.mean()), "accuracy": float(scores[role, split].accuracy.mean())}
+                          for split in settings.score_splits} for role in ("small", "large")},
         latencies=latencies,
         measured_on={"device": device_runner.label, "server": server_runner.label, "link": link.describe()},
         device_models=device_models, class_names=tuple(dataset.class_names),
@@ -396,9 +402,10 @@ def _fit_routers(rows: RouterRows, dataset, folder: Path, settings: CascadeSetti
     stored = _read_json(baseline_path)
     if stored is None:
         stage("fitting the baseline router (ridge on the small network's output statistics)")
-        ridge = fit_ridge(rows.statistics, rows.quality, rows.groups, feature_names=names, seed=settings.seed)
+        target = rows.target(settings.target)
+        ridge = fit_ridge(rows.statistics, target, rows.groups, feature_names=names, seed=settings.seed)
         write_json_atomic(baseline_path, {"router": ridge.as_dict(),
-                                          "train_rank_correlation": spearman(ridge.predict(rows.statistics), rows.quality)})
+                                          "train_rank_correlation": spearman(ridge.predict(rows.statistics), target)})
     else:
         ridge = RidgeRouter.from_dict(stored["router"])
 
@@ -411,10 +418,10 @@ def _fit_routers(rows: RouterRows, dataset, folder: Path, settings: CascadeSetti
     else:
         stage(f"training the decision network's heads ({settings.head.members}; frozen small-network features, "
               "spatial pyramid pooling, fully connected layers)")
-        head, notes = fit_decision_heads(rows.vectors, rows.quality, rows.class_iou, rows.groups, settings.head)
+        head, notes = fit_decision_heads(rows.vectors, rows.target(settings.target), rows.class_iou, rows.groups, settings.head)
         with torch.no_grad():
             fitted = head(torch.tensor(rows.vectors, dtype=torch.float32))[0].numpy()
-        notes["train_rank_correlation"] = spearman(fitted, rows.quality)
+        notes["train_rank_correlation"] = spearman(fitted, rows.target(settings.target))
         buffer_path = decision_path.with_name(".decision.pt.tmp")
         torch.save({"inputs": rows.vectors.shape[1], "classes": rows.class_iou.shape[1], "hidden": settings.head.hidden,
                     "members": settings.head.members,

@@ -3,20 +3,22 @@
 An image goes to the large model when its router score (the predicted IoU of
 the small model) is below the threshold. For a set of sent images:
 
-* ``iou``, ``miou``: the summed confusion matrices of the model that handled each
-  image, scored as optiseg scores every plan (foreground IoU for binary data,
-  mean IoU otherwise); ``mean_image_iou``: the mean of the per-image IoUs;
+* ``iou``, ``miou``, ``pixel_accuracy``: the summed confusion matrices of the
+  model that handled each image, scored as optiseg scores every plan
+  (foreground IoU for binary data, mean IoU otherwise); ``mean_image_iou``:
+  the mean of the per-image IoUs;
 * ``latency_ms`` = device + share x (upload + server + download): the expected
   end-to-end latency per frame; ``device_latency_ms`` = device (the device
   runs the small model and its router on every frame); ``server_latency_ms``
   = share x server; ``link_bytes`` = share x (image up + mask down);
   ``macs`` = device MACs + share x server MACs.
 
-References at equal share: the **oracle** knows every image's true IoU under
-both models and sends the images the large model improves most (no router
-can do better on the mean per-image IoU at that share; on the pooled IoU it
-is the practical bound); the **random** router sends as many images chosen
-at random (figures averaged over seeded draws).
+References at equal share: the **oracle** knows every image's true result
+under both models and sends the images where the large model gets the most
+pixels right that the small one got wrong (no router can do better on the
+pixel accuracy at that share, and the summed IoU follows the wrong pixels
+closely); the **random** router sends as many images chosen at random
+(figures averaged over seeded draws).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class CurvePoint(NamedTuple):
     images: int
     iou: float | None
     miou: float | None
+    pixel_accuracy: float
     mean_image_iou: float
     class_iou: Mapping[str, float | None]
     latency_ms: float
@@ -89,11 +92,13 @@ def cascade_point(router: str, threshold: float | None, sent: np.ndarray, small:
     """The figures of a cascade that sends the images where ``sent`` is True to the large model."""
     sent = np.asarray(sent, bool)
     share = float(sent.mean()) if len(sent) else 0.0
-    pooled = small.pooled(small.mixed_with(large, sent))
-    quality = np.where(sent, large.quality, small.quality)
+    mixed = small.mixed_with(large, sent)
+    pooled = small.pooled(mixed)
+    image_iou = np.where(sent, large.iou, small.iou)
     return CurvePoint(
         router=router, threshold=threshold, sent=int(sent.sum()), images=len(sent),
-        iou=pooled.primary_iou, miou=pooled.mean_iou, mean_image_iou=float(quality.mean()) if len(quality) else 0.0,
+        iou=pooled.primary_iou, miou=pooled.mean_iou, pixel_accuracy=_accuracy(mixed.sum(axis=0)),
+        mean_image_iou=float(image_iou.mean()) if len(image_iou) else 0.0,
         class_iou=dict(zip(pooled.class_names, pooled.iou)),
         latency_ms=costs.device_ms + share * costs.remote_ms,
         device_latency_ms=costs.device_ms,
@@ -142,9 +147,9 @@ def router_curve(router: str, scores: np.ndarray, small: PerImageScores, large: 
 
 
 def oracle_curve(small: PerImageScores, large: PerImageScores, costs: CurveCosts, counts: Sequence[int]) -> tuple[CurvePoint, ...]:
-    """The oracle at each count of sent images: the images with the largest true IoU gain from the large model go first."""
-    gain = large.quality - small.quality
-    order = np.lexsort((small.quality, -gain))  # largest gain first; among equal gains the worst small result first
+    """The oracle at each count of sent images: the images where the large model gets the most more pixels right go first."""
+    gain = large.correct - small.correct
+    order = np.lexsort((small.iou, -gain))  # largest gain first; among equal gains the worst small IoU first
     return tuple(cascade_point("oracle", None, _first(order, count), small, large, costs) for count in counts)
 
 
@@ -164,11 +169,13 @@ def random_curve(small: PerImageScores, large: PerImageScores, costs: CurveCosts
         sent = ranks < count  # (draws, images)
         class_iou = class_iou_of((base + sent @ gain).reshape(draws, classes, classes))
         primary = headline_iou(class_iou, small.binary)
-        quality = np.where(sent, large.quality, small.quality).mean(axis=1)
+        image_iou = np.where(sent, large.iou, small.iou).mean(axis=1)
+        correct = small.correct.sum() + sent @ (large.correct - small.correct)
+        counted = small.confusions.sum() + sent @ (large.confusions.sum(axis=(1, 2)) - small.confusions.sum(axis=(1, 2)))
         point = cascade_point("random", None, np.arange(n) < count, small, large, costs)
         points.append(point._replace(
             iou=_mean_or_none(primary), miou=_mean_or_none(mean_present(class_iou)),
-            mean_image_iou=float(quality.mean()),
+            pixel_accuracy=float((correct / np.maximum(counted, 1)).mean()), mean_image_iou=float(image_iou.mean()),
             class_iou={name: _mean_or_none(class_iou[:, c]) for c, name in enumerate(small.class_names)},
         ))
     return tuple(points)
@@ -178,6 +185,11 @@ def _first(order: np.ndarray, count: int) -> np.ndarray:
     sent = np.zeros(len(order), bool)
     sent[order[:count]] = True
     return sent
+
+
+def _accuracy(confusion: np.ndarray) -> float:
+    total = confusion.sum()
+    return float(np.trace(confusion) / total) if total else 1.0
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:

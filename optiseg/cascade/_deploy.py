@@ -11,6 +11,7 @@ from .._atomic import write_json_atomic, write_text_atomic
 from ..errors import UsageError
 from ._build import CascadeResult
 from ._curve import CurvePoint, best_within
+from ._device_graph import TARGET_WORDS
 
 SCRIPTS = ("cascade_device.py", "cascade_server.py", "tensor_codec.py")
 DEFAULT_MAX_LOSS = 0.03
@@ -63,10 +64,11 @@ def write_cascade_deployment(result: CascadeResult, out_dir: str | Path, *, thre
 
 def threshold_table(result: CascadeResult, chosen: float) -> dict:
     """``thresholds.json``: the rule, the default threshold and every operating point of the deployed router."""
-    fields = ("threshold", "share_sent", "iou", "miou", "latency_ms", "device_latency_ms", "server_latency_ms", "link_bytes", "macs")
+    fields = ("threshold", "share_sent", "iou", "miou", "pixel_accuracy", "latency_ms", "device_latency_ms", "server_latency_ms", "link_bytes", "macs")
     return {
         "router": result.router,
-        "rule": "send the image to the server when the device graph's quality output < threshold",
+        "rule": f"send the image to the server when the device graph's quality output (the small network's predicted {TARGET_WORDS[result.target]}) < threshold",
+        "target": result.target,
         "default_threshold": chosen,
         "small": result.small.network.key,
         "large": result.large.network.key,
@@ -97,7 +99,7 @@ def _readme(result: CascadeResult, table: dict) -> str:
 
 | file | what it is |
 |---|---|
-| `device.onnx` | the small network and its {result.router} router in one graph: input `input` {list(small.input_shape)}, outputs `logits` and `quality` (the predicted IoU of the small network on this image) |
+| `device.onnx` | the small network and its {result.router} router in one graph: input `input` {list(small.input_shape)}, outputs `logits` and `quality` (the small network's predicted {TARGET_WORDS[result.target]}) |
 | `server.onnx` | the large network: input {list(large.input_shape)}, output `logits` |
 | `thresholds.json` | every operating point (threshold -> share of images sent, test IoU, expected latencies, bytes); `default_threshold` = {table['default_threshold']:.4f} |
 | `policy.json` | an example policy: battery level / load average -> threshold |

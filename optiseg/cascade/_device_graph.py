@@ -14,9 +14,10 @@ from ..network import Network
 from ._routers import RoutedModel
 
 QUALITY_OUTPUT = "quality"
+TARGET_WORDS = {"accuracy": "pixel accuracy on the image", "iou": "IoU on the image"}
 
 
-def export_device_graph(routed: RoutedModel, path: Path, *, small: Network, large: Network, router: str,
+def export_device_graph(routed: RoutedModel, path: Path, *, small: Network, large: Network, router: str, target: str,
                         class_names: Sequence[str], example: np.ndarray) -> Path:
     """Export ``routed`` (image -> logits, quality) to ``path``; its metadata tell the device script what to do.
 
@@ -30,7 +31,8 @@ def export_device_graph(routed: RoutedModel, path: Path, *, small: Network, larg
     metadata.update({
         "cascade_router": router,
         "quality_output": QUALITY_OUTPUT,
-        "cascade_rule": f"send the image to the server when {QUALITY_OUTPUT} (the predicted IoU of this model) < threshold",
+        "cascade_target": target,
+        "cascade_rule": f"send the image to the server when {QUALITY_OUTPUT} (this model's predicted {TARGET_WORDS[target]}) < threshold",
         "server_network_key": large.key,
         "server_input_shape": json.dumps(list(large.input_shape)),
         "server_num_classes": str(large.num_classes),

@@ -1,6 +1,7 @@
 """Routers: what predicts, per image, the small model's IoU, and the one graph that runs it on the device.
 
-Two routers, both reading the small model as it is deployed:
+Two routers, both reading the small model as it is deployed and predicting how
+well it does on the image (its pixel accuracy by default, see :mod:`._scores`):
 
 * the **baseline** (:class:`RidgeRouter`): a ridge regression (numpy, the
   penalty chosen by cross-validation over source images) on the small model's
@@ -8,12 +9,14 @@ Two routers, both reading the small model as it is deployed:
 * the **decision network** (:class:`DecisionNetwork`): the small network's own
   frozen features (the tensor its classifier reads, found from its stage list),
   a two-level spatial pyramid pooling, the same output statistics, and fully
-  connected layers predicting the image's IoU and each class's IoU (the
-  decision-network study's design; the class outputs only help training).
+  connected layers predicting that and each class's IoU (the decision-network
+  study's design; the class outputs only help training).
 
 :class:`RoutedModel` puts the small network and a router into one module:
 image -> ``(logits, quality)``; exported, it is the device's one model file, so
-the small model's output and its router's score come from one run.
+the small model's output and its router's score come from one run. ``quality``
+is the predicted pixel accuracy of the small model on the image (or its IoU,
+with the ``iou`` target).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ._features import OutputStatistics
 
 RIDGE_ALPHAS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0)
 SPP_LEVELS = (1, 2)
-SCALE_FLOOR, SCALE_FLOOR_RELATIVE = 1e-3, 1e-2
+SCALE_FLOOR, SCALE_FLOOR_RELATIVE = 1e-4, 1e-3
 
 
 # ---------------------------------------------------------------- the baseline: ridge on output statistics
@@ -62,15 +65,15 @@ class RidgeRouter:
                    bias=float(data["bias"]), alpha=float(data["alpha"]))
 
 
-def fit_ridge(statistics: np.ndarray, quality: np.ndarray, groups: np.ndarray, *, feature_names: Sequence[str],
+def fit_ridge(statistics: np.ndarray, target: np.ndarray, groups: np.ndarray, *, feature_names: Sequence[str],
               alphas: Sequence[float] = RIDGE_ALPHAS, folds: int = 5, seed: int = 0) -> RidgeRouter:
-    """Ridge regression of ``quality`` on standardized ``statistics``; the penalty by grouped K-fold cross-validation.
+    """Ridge regression of ``target`` on standardized ``statistics``; the penalty by grouped K-fold cross-validation.
 
     Rows of one ``groups`` value (an image and its mirror image) are always in the same fold,
     so the penalty is chosen on images the fit did not see.
     """
     x = np.asarray(statistics, np.float64)
-    y = np.asarray(quality, np.float64)
+    y = np.asarray(target, np.float64)
     fold_of = group_folds(groups, folds, seed)
     errors = []
     for alpha in alphas:
@@ -154,15 +157,19 @@ def pyramid_pool(features: torch.Tensor, levels: Sequence[int] = SPP_LEVELS) -> 
 
 
 class DecisionHead(nn.Module):
-    """Fully connected layers: pooled features and output statistics ``(B, D)`` -> ``(quality (B,), class quality (B, K))``.
+    """Fully connected layers: pooled features and output statistics ``(B, D)`` -> ``(quality (B,), class IoU (B, K))``.
 
-    The input is standardized with the training rows' mean and scale (buffers, exported with the graph).
+    The input is standardized with the training rows' mean and scale, and the quality
+    learned standardized too (buffers, exported with the graph): a pixel accuracy of
+    0.99 +- 0.005 would otherwise leave almost nothing to learn from.
     """
 
     def __init__(self, inputs: int, classes: int, *, hidden: int = 128, dropout: float = 0.2):
         super().__init__()
         self.register_buffer("mean", torch.zeros(inputs))
         self.register_buffer("scale", torch.ones(inputs))
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_scale", torch.ones(()))
         self.body = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden, hidden // 2), nn.ReLU())
         self.quality = nn.Linear(hidden // 2, 1)
@@ -170,7 +177,7 @@ class DecisionHead(nn.Module):
 
     def forward(self, vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.body((vector - self.mean) / self.scale)
-        return torch.sigmoid(self.quality(hidden))[:, 0], torch.sigmoid(self.class_quality(hidden))
+        return self.quality(hidden)[:, 0] * self.target_scale + self.target_mean, torch.sigmoid(self.class_quality(hidden))
 
 
 class DecisionEnsemble(nn.Module):
@@ -212,16 +219,18 @@ class HeadTraining:
     seed: int = 0
 
 
-def fit_decision_heads(vectors: np.ndarray, quality: np.ndarray, class_iou: np.ndarray, groups: np.ndarray,
+def fit_decision_heads(vectors: np.ndarray, target: np.ndarray, class_iou: np.ndarray, groups: np.ndarray,
                        settings: HeadTraining = HeadTraining()) -> tuple[DecisionEnsemble, dict[str, Any]]:
-    """Train ``settings.members`` heads on rows of pooled features + statistics; returns their ensemble and what each fit chose.
+    """Train ``settings.members`` heads to predict ``target`` from rows of pooled features + statistics.
+
+    Returns their ensemble and what each fit chose.
 
     For each head (seed ``settings.seed + k``), a quarter of the source images (``groups``) is
     held out to choose the number of epochs (lowest held-out loss); the head is then trained on
     every row for that many epochs.
     """
     x = torch.tensor(np.asarray(vectors), dtype=torch.float32)
-    y = torch.tensor(np.asarray(quality), dtype=torch.float32)
+    y = torch.tensor(np.asarray(target), dtype=torch.float32)
     per_class = torch.tensor(np.nan_to_num(np.asarray(class_iou), nan=0.0), dtype=torch.float32)
     known = torch.tensor(~np.isnan(np.asarray(class_iou)), dtype=torch.float32)
     everything = torch.ones(len(x), dtype=torch.bool)
@@ -245,13 +254,15 @@ def _train_head(x, y, per_class, known, rows, settings: HeadTraining, seed: int,
     head.mean.copy_(mean)
     std = x[rows].std(dim=0) if int(rows.sum()) > 1 else torch.zeros(x.shape[1])
     head.scale.copy_(torch.from_numpy(standard_scale(std.numpy(), mean.numpy())))
+    head.target_mean.copy_(y[rows].mean())
+    head.target_scale.copy_(y[rows].std().clamp_min(1e-6) if int(rows.sum()) > 1 else torch.ones(()))
     optimizer = torch.optim.Adam(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     curve = []
 
     def loss_of(select) -> torch.Tensor:
         quality, classes = head(x[select])
         class_loss = ((classes - per_class[select]) ** 2 * known[select]).sum() / known[select].sum().clamp_min(1.0)
-        return F.mse_loss(quality, y[select]) + settings.class_weight * class_loss
+        return F.mse_loss(quality / head.target_scale, y[select] / head.target_scale) + settings.class_weight * class_loss
 
     for epoch in range(1, epochs + 1):
         head.train()

@@ -13,7 +13,7 @@ come from images the small model never trained on:
 * :func:`cross_fit_rows`: **K-fold cross-fitting** on the training split. The
   small network is trained again K times, each time without one fold, and
   scores that fold; this **costs K trainings** of the small network. The
-  statistics and the quality of a row come from the fold's model (which never
+  statistics and the scores of a row come from the fold's model (which never
   saw the image); the pooled features come from the deployed small network,
   whose features the decision network reads at run time.
 
@@ -38,25 +38,32 @@ from ..training.evaluate import predict_classes, to_model_input
 from ..training.metrics import confusion_matrix
 from ._features import OutputStatistics
 from ._routers import logits_tensor, pyramid_pool
-from ._scores import PerImageScores, sample_names
+from ._scores import TARGETS, PerImageScores, sample_names
 
 BATCH = 16
 
 
 @dataclass(frozen=True, eq=False)
 class RouterRows:
-    """One row per image (and mirror image): the small model's output statistics, pooled features and true IoU."""
+    """One row per image (and mirror image): the small model's output statistics, pooled features, true IoU and pixel accuracy."""
 
     statistics: np.ndarray  # (rows, statistics)
     pooled: np.ndarray  # (rows, pooled features)
-    quality: np.ndarray  # (rows,) the image's IoU under the model that scored it
+    iou: np.ndarray  # (rows,) the image's IoU under the model that scored it
+    accuracy: np.ndarray  # (rows,) the share of the image's pixels that model gets right
     class_iou: np.ndarray  # (rows, classes), NaN where a class is in neither truth nor prediction
     sources: tuple[str, ...]  # "<split>/<stem>" of each row's image
     mirrored: np.ndarray  # (rows,) True where the row is an image's mirror image
-    scored_by: tuple[str, ...]  # the model whose output gave the statistics and the quality: "small", "fold-2", ...
+    scored_by: tuple[str, ...]  # the model whose output gave the statistics and the scores: "small", "fold-2", ...
 
     def __len__(self) -> int:
-        return len(self.quality)
+        return len(self.iou)
+
+    def target(self, name: str) -> np.ndarray:
+        """What a router learns to predict: ``accuracy`` or ``iou``."""
+        if name not in TARGETS:
+            raise ValueError(f"unknown target {name!r}: use one of {', '.join(TARGETS)}")
+        return getattr(self, name)
 
     @property
     def groups(self) -> np.ndarray:
@@ -72,14 +79,14 @@ class RouterRows:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(tmp, statistics=self.statistics, pooled=self.pooled, quality=self.quality, class_iou=self.class_iou,
+        np.savez(tmp, statistics=self.statistics, pooled=self.pooled, iou=self.iou, accuracy=self.accuracy, class_iou=self.class_iou,
                  sources=np.array(self.sources), mirrored=self.mirrored, scored_by=np.array(self.scored_by))
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> RouterRows:
         with np.load(path, allow_pickle=False) as data:
-            return cls(statistics=data["statistics"], pooled=data["pooled"], quality=data["quality"],
+            return cls(statistics=data["statistics"], pooled=data["pooled"], iou=data["iou"], accuracy=data["accuracy"],
                        class_iou=data["class_iou"], sources=tuple(str(s) for s in data["sources"]),
                        mirrored=data["mirrored"], scored_by=tuple(str(s) for s in data["scored_by"]))
 
@@ -88,7 +95,7 @@ def concat_rows(parts: Sequence[RouterRows]) -> RouterRows:
     """The rows of every part, in order."""
     return RouterRows(
         statistics=np.concatenate([p.statistics for p in parts]), pooled=np.concatenate([p.pooled for p in parts]),
-        quality=np.concatenate([p.quality for p in parts]), class_iou=np.concatenate([p.class_iou for p in parts]),
+        iou=np.concatenate([p.iou for p in parts]), accuracy=np.concatenate([p.accuracy for p in parts]), class_iou=np.concatenate([p.class_iou for p in parts]),
         sources=tuple(s for p in parts for s in p.sources), mirrored=np.concatenate([p.mirrored for p in parts]),
         scored_by=tuple(s for p in parts for s in p.scored_by),
     )
@@ -117,7 +124,7 @@ def rows_from_split(model: nn.Module, *, images, masks, names: Sequence[str], sp
                     scored_by: str = "small", features_model: nn.Module | None = None) -> RouterRows:
     """Rows from every image of a split (``images`` resized for ``model``, ``masks`` at original size), and its mirror image with ``flip``.
 
-    ``model`` scores each image (statistics and quality); ``features_model`` (default: ``model``)
+    ``model`` scores each image (statistics, IoU, pixel accuracy); ``features_model`` (default: ``model``)
     gives the pooled features of the ``tapped`` tensor.
     """
     classes = len(class_names)
@@ -141,7 +148,7 @@ def rows_from_split(model: nn.Module, *, images, masks, names: Sequence[str], sp
                             names=tuple(f"{names[i]}{' (mirrored)' if mirrored else ''}" for i, mirrored in items))
     return RouterRows(
         statistics=np.concatenate(statistics).astype(np.float64), pooled=np.concatenate(pooled).astype(np.float64),
-        quality=scores.quality, class_iou=scores.class_iou, sources=tuple(f"{split}/{names[i]}" for i, _ in items),
+        iou=scores.iou, accuracy=scores.accuracy, class_iou=scores.class_iou, sources=tuple(f"{split}/{names[i]}" for i, _ in items),
         mirrored=np.array([mirrored for _, mirrored in items], bool), scored_by=(scored_by,) * len(items),
     )
 

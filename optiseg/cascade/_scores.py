@@ -1,14 +1,17 @@
-"""Per-image quality: each image's confusion matrix under one model, and the IoU that follows from it.
+"""Per-image quality: each image's confusion matrix under one model, and the IoU and pixel accuracy that follow from it.
 
 A split's IoU is taken from the sum of its images' confusion matrices (see
 :mod:`optiseg.training.metrics`); keeping the matrices per image lets a
 cascade score every image with the model that handled it and still report the
 IoU optiseg reports for every other plan.
 
-An image's own quality (:attr:`PerImageScores.quality`) is its headline IoU:
-the foreground IoU for binary data, the mean IoU over the classes present in
-its truth or prediction otherwise. An image where that is undefined (binary: no
+An image's own IoU (:attr:`PerImageScores.iou`) is its headline IoU: the
+foreground IoU for binary data, the mean IoU over the classes present in its
+truth or prediction otherwise. An image where that is undefined (binary: no
 foreground in truth nor prediction) scores 1.0: nothing to find, nothing found.
+Its pixel accuracy (:attr:`PerImageScores.accuracy`) is the share of its
+counted pixels the model gets right: what the split's summed IoU loses when it
+is low (an image's IoU can be low with few wrong pixels, on a small object).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .._atomic import write_json_atomic
 from ..training.metrics import SegmentationScores, scores_from_confusion
 
 SCORES_FORMAT = "optiseg-per-image-scores-1"
+TARGETS = ("accuracy", "iou")  # what a router may predict of the small model, per image
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,10 +58,27 @@ class PerImageScores:
         return class_iou_of(self.confusions)
 
     @property
-    def quality(self) -> np.ndarray:
+    def iou(self) -> np.ndarray:
         """``(images,)`` headline IoU of each image (foreground IoU for binary data, else mean IoU); 1.0 where undefined."""
         values = headline_iou(self.class_iou, self.binary)
         return np.where(np.isnan(values), 1.0, values)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """``(images,)`` pixels each image has right (ignored pixels not counted)."""
+        return np.trace(self.confusions, axis1=1, axis2=2)
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        """``(images,)`` share of each image's counted pixels that are right; 1.0 for an image with none counted."""
+        pixels = self.confusions.sum(axis=(1, 2))
+        return np.where(pixels > 0, self.correct / np.maximum(pixels, 1), 1.0)
+
+    def target(self, name: str) -> np.ndarray:
+        """:attr:`accuracy` or :attr:`iou`, by name (what a router predicts)."""
+        if name not in TARGETS:
+            raise ValueError(f"unknown target {name!r}: use one of {', '.join(TARGETS)}")
+        return getattr(self, name)
 
     def pooled(self, confusions: np.ndarray | None = None) -> SegmentationScores:
         """Scores of the summed matrices (of ``confusions`` if given, e.g. a cascade's mix of two models)."""
@@ -71,7 +92,7 @@ class PerImageScores:
         return np.where(np.asarray(sent, bool)[:, None, None], other.confusions, self.confusions)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-safe: every image's name, quality, per-class IoU and confusion matrix."""
+        """JSON-safe: every image's name, IoU, pixel accuracy, per-class IoU and confusion matrix."""
         class_iou = self.class_iou
         return {
             "format": SCORES_FORMAT,
@@ -79,10 +100,10 @@ class PerImageScores:
             "class_names": list(self.class_names),
             "binary": self.binary,
             "images": [
-                {"name": name, "iou": float(quality),
+                {"name": name, "iou": float(iou), "accuracy": float(accuracy),
                  "class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(self.class_names, row)},
                  "confusion": confusion.tolist()}
-                for name, quality, row, confusion in zip(self.names, self.quality, class_iou, self.confusions)
+                for name, iou, accuracy, row, confusion in zip(self.names, self.iou, self.accuracy, class_iou, self.confusions)
             ],
         }
 

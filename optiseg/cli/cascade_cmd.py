@@ -14,11 +14,12 @@ DEFAULT_LINK = {"uplink_mbps": 100.0, "rtt_ms": 5.0}
 
 DESCRIPTION = """\
 Pair a small trained network (on the device) with a large one (on a server) and a router that
-predicts, per image, how well the small network does; images it predicts below a threshold go to
-the server. Sweeping the threshold gives the operating curve: share of images sent, test IoU
+predicts, per image, how well the small network does (the share of pixels it gets right, or
+with --target iou its IoU on the image); images it predicts below a threshold go to the server. Sweeping the threshold gives the operating curve: share of images sent, test IoU
 (each image scored by the model that handled it), expected latency per frame (device + share x
 (upload + server + download)), device and server time, bytes per frame, MACs; next to it the
-oracle router (true per-image IoU of both networks) and a random router at the same shares.
+oracle router (knows both networks' true result on each image) and a random router at the same
+shares.
 
 Two routers are trained and reported: the decision network (the small network's frozen
 features, spatial pyramid pooling, fully connected layers) and a ridge baseline on the small
@@ -59,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cascade.add_argument("--data", type=Path, default=None, metavar="CONFIG",
                          help="with --small-run/--large-run: a study config (its data:, device:, server:, link:) or a data folder (binary masks)")
     cascade.add_argument("--router", choices=("decision", "baseline"), default="decision", help="the router deployed (default decision; both are reported)")
+    cascade.add_argument("--target", choices=("accuracy", "iou"), default="accuracy",
+                         help="what the routers predict of the small network per image: pixel accuracy (default) or its own IoU")
     cascade.add_argument("--flip", action="store_true", help="the router also learns from each validation image's mirror image")
     cascade.add_argument("--crossfit", type=int, default=0, metavar="K",
                          help="also K-fold cross-fitting on the training split (trains the small network K times; default off)")
@@ -84,7 +87,7 @@ def run_cascade(args: argparse.Namespace) -> int:
         raise UsageError("--threshold only applies with --deploy DIR")
     source = _study_source(args) if args.study is not None else _run_source(args)
     config = source["config"]
-    settings = CascadeSettings(router=args.router, flip=args.flip, points=args.points,
+    settings = CascadeSettings(router=args.router, target=args.target, flip=args.flip, points=args.points,
                                router_data="crossfit" if args.crossfit else "val", folds=args.crossfit or 3,
                                training=config.training if config is not None else None)
     link, link_note = _link(config, args, LinkConfig)
@@ -257,6 +260,8 @@ def _valid_link(link_class, values: dict[str, Any]):
 
 
 def _print_result(result, *, server_note: str, link_note: str) -> None:
+    from ..cascade._device_graph import TARGET_WORDS
+
     curves = result.curves
     small, large = result.references["small"], result.references["large"]
     by_count = {name: {p.sent: p for p in curves[name]} for name in ("oracle", "random")}
@@ -282,14 +287,15 @@ def _print_result(result, *, server_note: str, link_note: str) -> None:
     )
     fit = result.router_fit
     correlation = ", ".join(f"{name} {_fmt(result.rank_correlation.get(name))}" for name in ("decision", "baseline"))
-    per_image = "; ".join(f"{role} " + ", ".join(f"{split} {value:.3f}" for split, value in splits.items())
-                          for role, splits in result.per_image_iou.items())
+    per_image = "; ".join(f"{role} " + ", ".join(f"{split} {m['iou']:.3f} / {m['accuracy']:.4f}" for split, m in splits.items())
+                          for role, splits in result.per_image.items())
     latencies = result.latencies
     print_table(None, ("", ""), [
-        ("router", f"{result.router}; rank correlation with the true per-image IoU (test): {correlation}"),
+        ("router", f"{result.router}, predicting the small network's {TARGET_WORDS[result.target]}; "
+                   f"rank correlation with the truth (test): {correlation}"),
         ("router trained on", f"{fit.get('rows')} rows from {fit.get('source_images')} images of {', '.join(fit.get('sources', []))} "
                               f"(scored by {', '.join(fit.get('scored_by', []))}); features: {fit.get('tapped')}"),
-        ("mean per-image IoU", per_image),
+        ("mean per image IoU / accuracy", per_image),
         ("device", f"{result.measured_on['device']}: small + router {_ms(latencies, 'device-' + result.router)}, "
                    f"small alone {_ms(latencies, 'small')}"),
         ("server", f"{result.measured_on['server']}{server_note}: large {_ms(latencies, 'large')}"),
