@@ -34,7 +34,7 @@ from .._atomic import write_json_atomic
 from ..errors import UsageError
 from ..network import Network
 from ._curve import CurveCosts, CurvePoint, cascade_point, oracle_curve, random_curve, router_curve, spearman
-from ._device_graph import device_macs, export_device_graph, router_scores
+from ._device_graph import export_device_graph, profile_macs, router_scores
 from ._features import statistic_names
 from ._routers import (
     DecisionEnsemble,
@@ -233,53 +233,21 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
         except (ValueError, KeyError, TypeError):
             pass  # an older or torn file: make it again
 
-    scores = {}
-    for role, member in (("small", small), ("large", large)):
-        for split in settings.score_splits:
-            stage(f"scoring the {role} network on the {split} split, image by image")
-            scores[role, split] = stored_per_image(
-                folder / "scores" / f"{role}-{split}.json", member.onnx, split=split, cache=cache,
-                in_channels=member.network.in_channels, resolution=member.network.resolution, threads=settings.threads,
-            )
-
+    scores = _per_image_scores(small, large, cache, folder, settings, stage)
     model = _small_model(small)
     tapped = feature_tensor(model.stages())
     rows, fit_notes = _router_rows(small, model, tapped, cache, folder, settings, stage)
-    routers = _fit_routers(rows, dataset, folder, settings, stage)
-    device_models, macs = {}, {}
-    for name, router in routers.items():
-        path = folder / f"device-{name}.onnx"
-        routed = RoutedModel(model, router, num_logits=small.network.num_classes, tapped=tapped if name == "decision" else None)
-        routed.eval()
-        if not path.is_file():
-            stage(f"exporting the device graph: the small network with its {name} router")
-            export_device_graph(routed, path, small=small.network, large=large.network, router=name, target=settings.target,
-                                class_names=dataset.class_names, example=cache.resized("val", small.network.resolution)[0][0])
-        device_models[name] = path
-        macs[name] = device_macs(routed, small.network)
-
+    routers = _fit_routers(rows, cache.dataset, folder, settings, stage)
+    device_models, device_macs_of = _device_graphs(routers, model, tapped, small, large, cache, folder, settings, stage)
     test = cache.resized("test", small.network.resolution)
     router_test_scores = {name: router_scores(path, test, in_channels=small.network.in_channels, threads=settings.threads)
                           for name, path in device_models.items()}
 
-    latencies = {}
-    for name, path in device_models.items():
-        latencies[f"device-{name}"] = _measured(folder, f"device-{name}", path, device_runner, stage)
+    latencies = {f"device-{name}": _measured(folder, f"device-{name}", path, device_runner, stage)
+                 for name, path in device_models.items()}
     latencies["small"] = _measured(folder, "small", small.onnx, device_runner, stage)
     latencies["large"] = _measured(folder, "large", large.onnx, server_runner, stage)
-
-    from ..profile import profile_model
-
-    large_macs = profile_model(large.network.build(), large.network.input_shape).macs
-    small_macs = profile_model(model, small.network.input_shape).macs
-    height, width = large.network.resolution
-    up_bytes = height * width * 3  # the image as uint8 RGB
-    down_bytes = height * width
-    remote = {"server_ms": float(latencies["large"]["median_ms"]), "upload_ms": link.upload_ms(up_bytes),
-              "download_ms": link.download_ms(down_bytes), "upload_bytes": up_bytes, "download_bytes": down_bytes,
-              "server_macs": large_macs}
-    costs = {name: CurveCosts(device_ms=float(latencies[f"device-{name}"]["median_ms"]), device_macs=macs[name], **remote)
-             for name in device_models}
+    costs = {name: _costs(latencies[f"device-{name}"], device_macs_of[name], latencies["large"], large, link) for name in ROUTERS}
 
     small_test, large_test = scores["small", "test"], scores["large", "test"]
     curves = {name: router_curve(name, router_test_scores[name], small_test, large_test, costs[name], settings.points)
@@ -288,21 +256,22 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
     curves["oracle"] = oracle_curve(small_test, large_test, costs[settings.router], counts)
     curves["random"] = random_curve(small_test, large_test, costs[settings.router], counts,
                                     draws=settings.random_draws, seed=settings.seed)
-    nothing, everything = np.zeros(len(small_test), bool), np.ones(len(small_test), bool)
-    alone = CurveCosts(device_ms=float(latencies["small"]["median_ms"]), device_macs=small_macs, **remote)
+    alone = _costs(latencies["small"], profile_macs(model, small.network), latencies["large"], large, link)
     references = {
-        "small": cascade_point("small", None, nothing, small_test, large_test, alone),
-        "large": cascade_point("large", None, everything, small_test, large_test, alone._replace(device_ms=0.0, device_macs=0)),
+        "small": cascade_point("small", None, np.zeros(len(small_test), bool), small_test, large_test, alone),
+        "large": cascade_point("large", None, np.ones(len(small_test), bool), small_test, large_test,
+                               alone._replace(device_ms=0.0, device_macs=0)),
     }
     result = CascadeResult(
-        folder=folder, small=small, large=large, router=settings.router, target=settings.target, curves=curves, references=references, costs=costs,
+        folder=folder, small=small, large=large, router=settings.router, target=settings.target, curves=curves,
+        references=references, costs=costs,
         rank_correlation={name: spearman(router_test_scores[name], small_test.target(settings.target)) for name in ROUTERS},
         router_fit={**fit_notes, **_fit_summary(folder), "tapped": tapped},
         per_image={role: {split: {"iou": float(scores[role, split].iou.mean()), "accuracy": float(scores[role, split].accuracy.mean())}
                           for split in settings.score_splits} for role in ("small", "large")},
         latencies=latencies,
         measured_on={"device": device_runner.label, "server": server_runner.label, "link": link.describe()},
-        device_models=device_models, class_names=tuple(dataset.class_names),
+        device_models=device_models, class_names=tuple(cache.dataset.class_names),
     )
     write_json_atomic(folder / "curve.json", {"key": curve_key, "result": result.as_dict()})
     return result
@@ -345,6 +314,45 @@ def _claim(folder: Path, identity: dict[str, Any]) -> None:
                          hint="give another folder, or delete this one to build the cascade again")
     if stored is None:
         write_json_atomic(path, identity)
+
+
+def _per_image_scores(small: CascadeMember, large: CascadeMember, cache, folder: Path, settings: CascadeSettings,
+                      stage) -> dict[tuple[str, str], PerImageScores]:
+    """Each network's per-image scores on each split of ``settings.score_splits``, with its deployed ONNX model."""
+    scores = {}
+    for role, member in (("small", small), ("large", large)):
+        for split in settings.score_splits:
+            stage(f"scoring the {role} network on the {split} split, image by image")
+            scores[role, split] = stored_per_image(
+                folder / "scores" / f"{role}-{split}.json", member.onnx, split=split, cache=cache,
+                in_channels=member.network.in_channels, resolution=member.network.resolution, threads=settings.threads,
+            )
+    return scores
+
+
+def _device_graphs(routers, model, tapped: str, small: CascadeMember, large: CascadeMember, cache, folder: Path,
+                   settings: CascadeSettings, stage) -> tuple[dict[str, Path], dict[str, int]]:
+    """Each router's device graph (exported once) and its MACs."""
+    paths, macs = {}, {}
+    for name, router in routers.items():
+        path = folder / f"device-{name}.onnx"
+        routed = RoutedModel(model, router, num_logits=small.network.num_classes, tapped=tapped if name == "decision" else None).eval()
+        if not path.is_file():
+            stage(f"exporting the device graph: the small network with its {name} router")
+            export_device_graph(routed, path, small=small.network, large=large.network, router=name, target=settings.target,
+                                class_names=cache.dataset.class_names, example=cache.resized("val", small.network.resolution)[0][0])
+        paths[name], macs[name] = path, profile_macs(routed, small.network)
+    return paths, macs
+
+
+def _costs(device: Mapping[str, Any], device_macs: int, server: Mapping[str, Any], large: CascadeMember, link) -> CurveCosts:
+    """A frame's costs: the device part and the large network as measured; the image up and the mask down the link."""
+    height, width = large.network.resolution
+    up_bytes, down_bytes = height * width * 3, height * width  # the image as uint8 RGB, the mask as a uint8 class map
+    return CurveCosts(device_ms=float(device["median_ms"]), server_ms=float(server["median_ms"]),
+                      upload_ms=link.upload_ms(up_bytes), download_ms=link.download_ms(down_bytes),
+                      upload_bytes=up_bytes, download_bytes=down_bytes, device_macs=device_macs,
+                      server_macs=profile_macs(large.network.build(), large.network))
 
 
 def _small_model(small: CascadeMember) -> torch.nn.Module:

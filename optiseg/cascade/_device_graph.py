@@ -55,8 +55,8 @@ def router_scores(path: Path, images, *, in_channels: int, threads: int = 0) -> 
                      for i in range(len(images))], np.float64)
 
 
-def device_macs(routed: nn.Module, network: Network) -> int:
-    """Multiply-accumulates of the device graph (the small network and its router's layers), counted as optiseg counts them."""
+def profile_macs(module: nn.Module, network: Network) -> int:
+    """Multiply-accumulates of ``module`` at ``network``'s input shape, counted as optiseg counts them."""
     from ..profile import profile_model
 
-    return profile_model(routed, network.input_shape).macs
+    return profile_model(module, network.input_shape).macs
