@@ -15,7 +15,8 @@ DEFAULT_LINK = {"uplink_mbps": 100.0, "rtt_ms": 5.0}
 DESCRIPTION = """\
 Pair a small trained network (on the device) with a large one (on a server) and a router that
 predicts, per image, how well the small network does (the share of pixels it gets right, or
-with --target iou its IoU on the image); images it predicts below a threshold go to the server. Sweeping the threshold gives the operating curve: share of images sent, test IoU
+with --target iou its IoU on the image); images it predicts below a threshold go to the
+server. Sweeping the threshold gives the operating curve: share of images sent, test IoU
 (each image scored by the model that handled it), expected latency per frame (device + share x
 (upload + server + download)), device and server time, bytes per frame, MACs; next to it the
 oracle router (knows both networks' true result on each image) and a random router at the same
@@ -52,25 +53,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cascade.add_argument("study", nargs="?", type=Path, help="study folder (e.g. runs/conveyor) or the study's config file")
-    cascade.add_argument("--small", type=int, default=None, metavar="N", help="trial of the small network (default: the fastest trained front member)")
-    cascade.add_argument("--large", type=int, default=None, metavar="M", help="trial of the large network (default: the trained plan with the best IoU)")
-    cascade.add_argument("--small-run", type=Path, default=None, metavar="DIR", help="instead of a study: the small network's `optiseg train` run folder")
-    cascade.add_argument("--large-run", type=Path, default=None, metavar="DIR", help="instead of a study: the large network's run folder")
+    cascade.add_argument("study", nargs="?", type=Path,
+                         help="study folder (e.g. runs/conveyor) or the study's config file")
+    cascade.add_argument("--small", type=int, default=None, metavar="N",
+                         help="trial of the small network (default: the fastest trained front member)")
+    cascade.add_argument("--large", type=int, default=None, metavar="M",
+                         help="trial of the large network (default: the trained plan with the best IoU)")
+    cascade.add_argument("--small-run", type=Path, default=None, metavar="DIR",
+                         help="instead of a study: the small network's `optiseg train` run folder")
+    cascade.add_argument("--large-run", type=Path, default=None, metavar="DIR",
+                         help="instead of a study: the large network's run folder")
     cascade.add_argument("--data", type=Path, default=None, metavar="CONFIG",
                          help="with --small-run/--large-run: a study config (its data:, device:, server:, link:) or a data folder (binary masks)")
-    cascade.add_argument("--router", choices=("decision", "baseline"), default="decision", help="the router deployed (default decision; both are reported)")
+    cascade.add_argument("--router", choices=("decision", "baseline"), default="decision",
+                         help="the router deployed (default decision; both are reported)")
     cascade.add_argument("--target", choices=("accuracy", "iou"), default="accuracy",
                          help="what the routers predict of the small network per image: pixel accuracy (default) or its own IoU")
-    cascade.add_argument("--flip", action="store_true", help="the router also learns from each validation image's mirror image")
+    cascade.add_argument("--flip", action="store_true",
+                         help="the router also learns from each validation image's mirror image")
     cascade.add_argument("--crossfit", type=int, default=0, metavar="K",
                          help="also K-fold cross-fitting on the training split (trains the small network K times; default off)")
     cascade.add_argument("--points", type=int, default=21, help="thresholds on the curve (default 21)")
-    cascade.add_argument("--link-mbps", type=float, default=None, help="link bandwidth, Mbit/s, both ways (default: the study's link:, else 100)")
-    cascade.add_argument("--rtt-ms", type=float, default=None, help="link round-trip time, ms (default: the study's link:, else 5)")
-    cascade.add_argument("-o", "--output", type=Path, default=None, help="the cascade's folder (default: STUDY/cascades/SMALL+LARGE)")
-    cascade.add_argument("--deploy", type=Path, default=None, metavar="DIR", help="also write the deployment (models, scripts, thresholds, README) to DIR")
-    cascade.add_argument("--threshold", type=float, default=None, help="with --deploy: the default threshold (default: fastest point within 3 IoU points of the large network)")
+    cascade.add_argument("--link-mbps", type=float, default=None,
+                         help="link bandwidth, Mbit/s, both ways (default: the study's link:, else 100)")
+    cascade.add_argument("--rtt-ms", type=float, default=None,
+                         help="link round-trip time, ms (default: the study's link:, else 5)")
+    cascade.add_argument("-o", "--output", type=Path, default=None,
+                         help="the cascade's folder (default: STUDY/cascades/SMALL+LARGE)")
+    cascade.add_argument("--deploy", type=Path, default=None, metavar="DIR",
+                         help="also write the deployment (models, scripts, thresholds, README) to DIR")
+    cascade.add_argument("--threshold", type=float, default=None,
+                         help="with --deploy: the default threshold (default: fastest point within 3 IoU points of the large network)")
     cascade.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     cascade.set_defaults(handler=run_cascade)
 
