@@ -39,7 +39,10 @@ from optiseg.devices import make_runner
 from optiseg.network import Network
 from optiseg.training import train_network
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "packages"
+REPO = Path(__file__).resolve().parents[1]
+# ../shared beside the repository, or beside the folder of worktrees it is in
+DEFAULT_DATA = next((folder / "shared" / "datasets" / "packages" for folder in (REPO.parent, REPO.parent.parent)
+                     if (folder / "shared" / "datasets" / "packages").is_dir()), REPO.parent / "shared" / "datasets" / "packages")
 
 
 def main() -> int:
