@@ -30,8 +30,8 @@ K-fold cross-fitting on the training split, which trains the small network K mor
 
 Parts are measured on their machines: the small network with its router on the study's
 device, the large network on the study's server (this machine when the study has no server:
-section); transfer times come from the study's link: section (else --link-mbps/--rtt-ms,
-default 100 Mbit/s and 5 ms). The image goes up as uint8 RGB at the large network's input
+section); transfer times come from the study's link: section (--link-mbps/--rtt-ms override
+it; without either, 100 Mbit/s and 5 ms). The image goes up as uint8 RGB at the large network's input
 size, its mask comes down as a uint8 class map at that size. Everything is kept in the
 cascade's folder and reused when the command runs again.
 """
