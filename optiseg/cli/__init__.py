@@ -9,7 +9,10 @@ from collections.abc import Sequence
 
 # Each module registers its subcommands; heavy libraries are imported inside the handlers,
 # so `optiseg --help` answers at once.
-COMMAND_MODULES = ("search_cmd", "confirm_cmd", "report_cmd", "models_cmd", "train_cmd", "data_cmd", "device_cmd", "split_cmd", "exits_cmd")
+COMMAND_MODULES = (
+    "search_cmd", "confirm_cmd", "report_cmd", "models_cmd", "train_cmd", "data_cmd", "device_cmd", "split_cmd",
+    "exits_cmd", "cascade_cmd",
+)
 
 DESCRIPTION = """\
 Search the IoU-latency Pareto front of real-time segmentation networks
@@ -29,6 +32,7 @@ one candidate, data and devices:
   optiseg split --model M --resolution HxW         cut points: device cost, tensors crossing, bitrate
   optiseg device link-test HOST [--write CFG]      bandwidth and round-trip time to a server, as a config's link:
   optiseg exits --run RUN --data CONFIG            early exits: per-exit IoU, MACs, latency; operating curve
+  optiseg cascade STUDY [--small N] [--large M]    small on the device, hard images to a server: the curve
   optiseg data check CONFIG | data synth OUT        validate a data set, make a synthetic one
   optiseg device check NAME | device trust NAME    prepare a device; optiseg bench MODEL.onnx
 

@@ -132,6 +132,22 @@ def _evaluate(forward, model, images, original_masks, count: int, *, loss_fn, cl
     ]
 
 
+def onnx_predictor(path, threads: int = 0, output: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function: a float32 input batch of one image -> an output (default: the first, the logits) of the ONNX model at ``path``.
+
+    The model is run by onnxruntime on the CPU with ``threads`` intra-op threads (0: onnxruntime decides).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    output_name = output or session.get_outputs()[0].name
+    return lambda batch: session.run([output_name], {input_name: batch})[0]
+
+
 def evaluate_onnx(
     path,
     images: ResizedSplit,
@@ -147,16 +163,8 @@ def evaluate_onnx(
     This is how a deployed model (e.g. INT8) is scored: its own outputs, not the
     PyTorch network it came from. The model takes a batch of one image.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
     return score_onnx_predictions(
-        lambda batch: session.run(None, {input_name: batch})[0],
-        images, original_masks, class_names=class_names, binary=binary, in_channels=in_channels,
+        onnx_predictor(path, threads), images, original_masks, class_names=class_names, binary=binary, in_channels=in_channels,
     )
 
 
@@ -174,12 +182,30 @@ def score_onnx_predictions(
     Each image is preprocessed by :func:`to_model_input`; its logits are resized
     back to the original size and scored exactly as :func:`evaluate` does.
     """
-    num_classes = len(class_names)
-    confusion = np.zeros((num_classes, num_classes), np.int64)
+    confusions = per_image_confusions(predict, images, original_masks, num_classes=len(class_names), in_channels=in_channels)
+    return scores_from_confusion(confusions.sum(axis=0), class_names, binary)
+
+
+def per_image_confusions(
+    predict: Callable[[np.ndarray], np.ndarray],
+    images: ResizedSplit,
+    original_masks: OriginalMasks,
+    *,
+    num_classes: int,
+    in_channels: int,
+) -> np.ndarray:
+    """Each image's confusion matrix, ``(images, num_classes, num_classes)`` int64, for ``predict`` on one split.
+
+    ``num_classes`` counts classes, not logits (2 for binary data). Every image is
+    scored as :func:`score_onnx_predictions` scores the split, whose confusion is
+    the sum of these; :func:`scores_from_confusion` of one of them gives that
+    image's IoU and Dice per class.
+    """
+    confusions = np.zeros((len(images), num_classes, num_classes), np.int64)
     for index in range(len(images)):
         logits = np.asarray(predict(onnx_input(images[index][0], in_channels)))[0]
-        confusion += logits_confusion(logits, original_masks[index], num_classes)
-    return scores_from_confusion(confusion, class_names, binary)
+        confusions[index] = logits_confusion(logits, original_masks[index], num_classes)
+    return confusions
 
 
 def onnx_input(image: np.ndarray, in_channels: int) -> np.ndarray:

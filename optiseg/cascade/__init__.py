@@ -1,0 +1,65 @@
+"""Cascades: a small network on the device, a large one on a server, and a router that sends only the hard images.
+
+>>> from optiseg.cascade import CascadeMember, CascadeSettings, build_cascade, write_cascade_deployment
+>>> small = CascadeMember.from_run_folder("runs/train/small")     # or CascadeMember(network, onnx, checkpoint)
+>>> large = CascadeMember.from_run_folder("runs/train/large")
+>>> result = build_cascade(small, large, cache=cache, device_runner=device, server_runner=server, link=link,
+...                        folder="runs/cascade/small+large")
+>>> [(p.threshold, p.share_sent, p.iou, p.latency_ms) for p in result.points]
+>>> write_cascade_deployment(result, "deploy/", threshold=result.points[5].threshold)
+
+* :mod:`._scores` -- per-image confusion matrices and IoU of one model on one split;
+* :mod:`._features`, :mod:`._routers` -- the small model's output statistics, the ridge baseline, the decision network;
+* :mod:`._rows` -- the routers' training rows from images the small model did not train on (validation split, cross-fitting);
+* :mod:`._curve` -- the operating curve, the oracle and random references (pure functions);
+* :mod:`._build` -- :func:`build_cascade`, which makes and keeps all of it below one folder;
+* :mod:`._deploy` -- :func:`write_cascade_deployment`: the device and server scripts, models, threshold table and README.
+"""
+
+from ._build import ROUTERS, CascadeMember, CascadeResult, CascadeSettings, build_cascade
+from ._curve import (
+    CurveCosts,
+    CurvePoint,
+    best_within,
+    cascade_point,
+    oracle_curve,
+    random_curve,
+    router_curve,
+    spearman,
+    thresholds_for,
+)
+from ._deploy import default_threshold, write_cascade_deployment
+from ._routers import HeadTraining, RidgeRouter, fit_ridge
+from ._rows import CrossFit, RouterRows, cross_fit_rows, fold_assignment, rows_from_split
+from ._scores import TARGETS, PerImageScores, score_per_image, stored_per_image
+
+__all__ = [
+    "ROUTERS",
+    "TARGETS",
+    "CascadeMember",
+    "CascadeResult",
+    "CascadeSettings",
+    "CrossFit",
+    "CurveCosts",
+    "CurvePoint",
+    "HeadTraining",
+    "PerImageScores",
+    "RidgeRouter",
+    "RouterRows",
+    "best_within",
+    "build_cascade",
+    "cascade_point",
+    "cross_fit_rows",
+    "default_threshold",
+    "fit_ridge",
+    "fold_assignment",
+    "oracle_curve",
+    "random_curve",
+    "router_curve",
+    "rows_from_split",
+    "score_per_image",
+    "spearman",
+    "stored_per_image",
+    "thresholds_for",
+    "write_cascade_deployment",
+]
