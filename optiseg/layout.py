@@ -18,6 +18,9 @@
         plans/split-<cut>/       a network cut in two: head.onnx, tail.onnx (trained), untrained-*.onnx,
                                  head-latency+encode<b>.json, tail-latency+decode<b>.json (measured)
         plans/split-<cut>-b<b>/quality.json   its scores with the link's quantization at b bits
+        plans/early_exit/        a network with exits as a chain: untrained/ (stage graphs timed, stage<k>-latency.json),
+                                 trained/ (deployed), outputs-test.json (every test image through every output)
+        plans/early_exit-t<t>/quality.json    its scores with the exit policy at threshold t
       trials/<NNNN>              a link per trial to its network's folder
       trials/<NNNN>.error.log    the traceback of a failed trial
     <output>/latency-cache/<device>/   latencies shared by the studies of one output folder

@@ -43,6 +43,7 @@ _BASELINE = "baseline"
 _SIBLING_OF = "sibling_of"
 _RUNG = "optiseg_rung"  # multi-fidelity: the rung (0 = lowest) this trial trains its network to
 _PROMOTION_OF = "optiseg_promotion_of"  # the lower rung's trial whose network this trial trains on
+_DERIVED_FROM = "optiseg_derived_from"  # a plan made from trained networks of other trials (a cascade): their numbers
 # Study attributes.
 _SETTINGS = "optiseg_settings"
 _SETTINGS_HASH = "optiseg_settings_hash"
@@ -85,6 +86,7 @@ class TrialRecord:
     sibling_of: int | None = None
     rung: int | None = None  # multi-fidelity: the rung the trial trained its network to
     promotion_of: int | None = None  # multi-fidelity: the lower rung's trial it went on from
+    derived_from: tuple[int, ...] | None = None  # a derived plan (a cascade): the trials whose networks it deploys
     worker: str | None = None
     seconds: float | None = None
     schema: int = SCHEMA
@@ -358,7 +360,7 @@ def _status(trial) -> str:
     from optuna.trial import TrialState
 
     stored = trial.user_attrs.get(_STATUS)
-    if trial.state == TrialState.COMPLETE:
+    if trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and stored == COMPLETE and _DERIVED_FROM in trial.user_attrs):
         return PARTIAL if stored == PARTIAL else COMPLETE
     if trial.state == TrialState.PRUNED:
         return TOO_SLOW
@@ -392,6 +394,7 @@ def _record(trial, status: str, plan, evaluation: Evaluation, attrs: Mapping[str
         sibling_of=attrs.get(_SIBLING_OF),
         rung=attrs.get(_RUNG),
         promotion_of=attrs.get(_PROMOTION_OF),
+        derived_from=tuple(attrs[_DERIVED_FROM]) if attrs.get(_DERIVED_FROM) else None,
         worker=attrs.get(_WORKER),
         seconds=trial.duration.total_seconds() if trial.duration else None,
         schema=schema,
@@ -564,6 +567,34 @@ class TrialWriter:
 
     def artifacts(self, relative: str) -> None:
         self.trial.set_user_attr(_ARTIFACTS, relative)
+
+
+def add_derived_trial(study, plan: DeploymentPlan, evaluation: Evaluation, *, artifacts: str, worker: str,
+                      derived_from: Iterable[int], constraints: Mapping[str, float] = ()) -> int:
+    """Store a plan made from networks other trials trained (a cascade's operating point) as a trial; its number.
+
+    It is kept in Optuna's FAIL state, which every sampler ignores: its figures say nothing about any point of the
+    search space (it has no params), and a trial without params would empty the GP sampler's search space. Every
+    optiseg reader sees it as complete (``derived_from`` set); nothing retries it and it costs no budget.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    frozen = optuna.trial.create_trial(state=TrialState.FAIL)
+    writer = TrialWriter(frozen)
+    writer.start(plan, artifacts, worker)
+    writer.evaluate(evaluation)
+    for key, violation in dict(constraints).items():
+        writer.constraint(key, violation)
+    frozen.set_user_attr(_DERIVED_FROM, [int(n) for n in derived_from])
+    writer.status(COMPLETE)
+    study.add_trial(frozen)
+    return max(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+               if t.user_attrs.get(_PLAN_KEY) == plan.key)
+
+
+def is_derived(trial) -> bool:
+    return _DERIVED_FROM in trial.user_attrs
 
 
 def record_failure(trial, message: str, *, retryable: bool) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _modes import example_plan
 import yaml
 
 from optiseg import records
@@ -127,8 +128,7 @@ def test_the_front_and_the_plans_within_noise_are_chosen_not_the_far_ones(tmp_pa
 @pytest.mark.parametrize("name", list_modes())
 def test_every_mode_names_the_model_its_latency_was_measured_on(tmp_path, name):
     mode = get_mode(name)
-    network = Network.create("fastscnn", {"a": 0.25}, 64)
-    plan = mode.plan(network, {k: v[-1] for k, v in mode.knob_values(network).items()})
+    plan = example_plan(mode, Network.create("fastscnn", {"a": 0.25}, 64))
     folder = StudyLayout(tmp_path).network(plan.network.key)
     timed = mode.timed_model(plan, folder)
     if not mode.latency_is_one_model:  # several graphs (and a link): confirmation rounds leave it out

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import onnx
 import pytest
+from _modes import SAMPLED_MODES
 import yaml
 from optuna.trial import TrialState
 
 from optiseg import records
 from optiseg.layout import StudyLayout
-from optiseg.modes import list_modes
 from optiseg.records import read_record
 from test_search_e2e import FAST_MEASURE, data_root, load_study  # noqa: F401  (data_root is a fixture)
 
@@ -88,10 +88,11 @@ ONE_MODE = {
     "int8": {"search_space": {"resolution": [64], "a": [0.25], "precision": ["int8"]}},
     "split": {"search_space": {"resolution": [64], "a": [0.25], "cut": ["bottlenecks1"], "bits": [8]}, "mode": ["split"],
               "server": {"kind": "local", "measure": FAST_MEASURE}, "link": {"uplink_mbps": 100}},
+    "early_exit": {"search_space": {"resolution": [64], "a": [0.25], "exits": [1], "threshold": [0.9]}, "mode": ["early_exit"]},
 }
 
 
-@pytest.mark.parametrize("mode", list_modes())
+@pytest.mark.parametrize("mode", SAMPLED_MODES)
 def test_every_mode_measures_before_it_trains(tmp_path, data_root, mode):
     from optiseg.config import load_config
     from optiseg.search import run_search

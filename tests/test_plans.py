@@ -13,7 +13,7 @@ from optiseg.network import Network
 from optiseg.plans import METRICS, DeploymentPlan, Evaluation, OperatingPoint
 from optiseg.search.space import build_search_space
 
-NETWORK = Network.create("fastscnn", {"a": 0.25, "t": 2}, "64x96", num_classes=1)
+from _modes import NETWORK, WITH_EXITS, deployable, example_plan as last_plan
 
 
 @pytest.fixture
@@ -25,15 +25,20 @@ def study(tmp_path):
 @pytest.mark.parametrize("name", list_modes())
 def test_every_mode_follows_the_protocol_and_its_plans_have_distinct_keys(name):
     mode = get_mode(name)
-    assert isinstance(mode, DeploymentMode) and mode.description and mode.knobs
-    knobs = {knob: values[-1] for knob, values in mode.knob_values(NETWORK).items()}
-    plan = mode.plan(NETWORK, knobs)
-    assert plan.mode == name and plan.network == NETWORK and mode_for({"mode": mode.family, **plan.knob_dict}) is mode
-    assert plan.key.startswith(NETWORK.key + "@") and "/" not in plan.key and " " not in plan.key
+    assert isinstance(mode, DeploymentMode) and mode.description
+    plan = last_plan(mode)
+    if getattr(mode, "derived", False):
+        assert not mode.knobs and mode.knob_values(NETWORK) is None and plan.networks == (NETWORK, WITH_EXITS)
+        with pytest.raises(UsageError, match="pairs two trained networks"):
+            mode.plan(NETWORK, {})
+    else:
+        assert mode.knobs and plan.network == deployable(mode) and mode_for({"mode": mode.family, **plan.knob_dict}) is mode
+    assert plan.mode == name
+    assert plan.key.startswith("+".join(n.key for n in plan.networks) + "@") and "/" not in plan.key and " " not in plan.key
     assert DeploymentPlan.from_dict(plan.as_dict()) == plan
-    keys = {get_mode(other).plan(NETWORK, {k: v[-1] for k, v in get_mode(other).knob_values(NETWORK).items()}).key
-            for other in list_modes()}
-    assert len(keys) == len(list_modes())
+    assert len({last_plan(get_mode(other)).key for other in list_modes()}) == len(list_modes())
+    assert all(get_mode(other).knob_values(WITH_EXITS) is not None for other in list_modes()
+               if not getattr(get_mode(other), "derived", False))  # exits add plans, never take one away
 
 
 def test_network_keys_are_one_identity_and_values_keep_one_form():
@@ -49,7 +54,7 @@ def test_network_keys_are_one_identity_and_values_keep_one_form():
 @pytest.mark.parametrize("name", list_modes())
 def test_a_record_round_trips_through_the_storage(study, name):
     mode = get_mode(name)
-    plan = mode.plan(NETWORK, {k: v[-1] for k, v in mode.knob_values(NETWORK).items()})
+    plan = last_plan(mode)
     evaluation = Evaluation(
         metrics={"iou": 0.91, "latency_ms": 1.5, "device_mb": 2.25, "params": 12345},
         per_class_iou={"background": 0.99, "box": 0.91},
@@ -58,7 +63,7 @@ def test_a_record_round_trips_through_the_storage(study, name):
     )
     trial = study.ask()
     writer = records.TrialWriter(trial)
-    writer.start(plan, f"candidates/{NETWORK.key}", "host:1")
+    writer.start(plan, f"candidates/{plan.network.key}", "host:1")
     writer.evaluate(evaluation)
     writer.constraint("max_latency_ms", -0.5)
     writer.status(records.COMPLETE)

@@ -29,6 +29,7 @@ from ._curve import (
     thresholds_for,
 )
 from ._deploy import default_threshold, write_cascade_deployment
+from ._pair import cascade_runners, pick_pair, same_machine, study_member
 from ._routers import HeadTraining, RidgeRouter, fit_ridge
 from ._rows import CrossFit, RouterRows, cross_fit_rows, fold_assignment, rows_from_split
 from ._scores import TARGETS, PerImageScores, score_per_image, stored_per_image
@@ -48,18 +49,22 @@ __all__ = [
     "RouterRows",
     "best_within",
     "build_cascade",
+    "cascade_runners",
     "cascade_point",
     "cross_fit_rows",
     "default_threshold",
     "fit_ridge",
     "fold_assignment",
     "oracle_curve",
+    "pick_pair",
     "random_curve",
     "router_curve",
     "rows_from_split",
+    "same_machine",
     "score_per_image",
     "spearman",
     "stored_per_image",
+    "study_member",
     "thresholds_for",
     "write_cascade_deployment",
 ]

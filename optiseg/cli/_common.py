@@ -74,3 +74,21 @@ def human_count(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.2f} {unit}"
     return f"{value:g}"
+
+
+def study_config(handle):
+    """The study's config: the original file (relative paths resolve from its folder), else the copy in the study folder."""
+    from pathlib import Path
+
+    from ..config import load_config
+    from ..errors import OptisegError
+
+    info_file = handle.paths.study_file
+    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+    for path in [Path(info["config"])] if info.get("config") else []:
+        if path.is_file():
+            try:
+                return load_config(path).config
+            except OptisegError:
+                continue
+    return load_config(handle.config_path).config if handle.config_path is not None and handle.config_path.is_file() else None

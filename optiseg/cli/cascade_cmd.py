@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._common import human_count, print_json, print_table, stderr_console
+from ._common import human_count, print_json, print_table, stderr_console, study_config
 
 DEFAULT_LINK = {"uplink_mbps": 100.0, "rtt_ms": 5.0}
 
@@ -89,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_cascade(args: argparse.Namespace) -> int:
-    from ..cascade import CascadeSettings, build_cascade, write_cascade_deployment
+    from ..cascade import CascadeSettings, build_cascade, cascade_runners, write_cascade_deployment
     from ..config import DeviceConfig, LinkConfig
     from ..data import DatasetCache, load_dataset
     from ..errors import UsageError
@@ -111,7 +109,7 @@ def run_cascade(args: argparse.Namespace) -> int:
     console = stderr_console()
     dataset = load_dataset(source["data"])
     cache = DatasetCache(dataset, budget_mb=source["data"].cache_mb)
-    with _runners(device_config, server_config or DeviceConfig()) as (device, server):
+    with cascade_runners(device_config, server_config or DeviceConfig()) as (device, server):
         result = build_cascade(source["small"], source["large"], cache=cache, device_runner=device, server_runner=server,
                                link=link, folder=folder, settings=settings,
                                stage=lambda text: console.print(f"[dim]{text}[/]", highlight=False))
@@ -127,95 +125,27 @@ def run_cascade(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _runners(device_config, server_config):
-    """The device's runner and the server's; one machine's lock is taken once when both are the same machine."""
-    from ..devices import make_runner, open_pool
-
-    with open_pool(device_config) as device_pool, device_pool.acquire() as device:
-        if _same_machine(device_config, server_config):
-            with make_runner(server_config) as server:
-                yield device, server
-        else:
-            with open_pool(server_config) as server_pool, server_pool.acquire() as server:
-                yield device, server
-
-
-def _same_machine(a, b) -> bool:
-    if a.pool or b.pool:
-        return False
-    return (a.kind == b.kind == "local") or (a.kind == b.kind == "ssh" and a.host == b.host and a.port == b.port)
-
-
 # ---------------------------------------------------------------- what to pair
 
 
 def _study_source(args: argparse.Namespace) -> dict[str, Any]:
+    from ..cascade import pick_pair, study_member
     from ..errors import UsageError
-    from ..results import COMPLETE, load_records, pareto_front
+    from ..results import load_records
     from ..search import open_existing_study
 
     if args.small_run or args.large_run or args.data:
         raise UsageError("give a STUDY or --small-run/--large-run/--data, not both")
     handle = open_existing_study(args.study)
-    config = _study_config(handle)
-    records = {r.number: r for r in load_records(handle.study)}
-    trained = {n: r for n, r in records.items() if r.status == COMPLETE and _member(handle, r) is not None}
-
-    def pick(number: int | None, flag: str, default) -> Any:
-        if number is None:
-            return default
-        if number not in records:
-            raise UsageError(f"{flag} {number}: study {handle.name!r} has no trial {number}; it has trials 0 to {max(records, default=-1)}")
-        if number not in trained:
-            raise UsageError(f"{flag} {number}: trial {number} has no trained network ({records[number].status})",
-                             hint=f"pick a trained trial from `optiseg front {args.study}`")
-        return trained[number]
-
-    if not trained:
-        raise UsageError(f"study {handle.name!r} has no trained network yet", hint=f"run `optiseg search` on it first")
-    front = [r for r in pareto_front(trained.values()) if r.number in trained]
-    small = pick(args.small, "--small", min(front or trained.values(), key=lambda r: (r.latency_ms or float("inf"), r.number)))
-    large = pick(args.large, "--large", max(trained.values(), key=lambda r: (r.iou or 0.0, -r.number)))
-    if small.network.key == large.network.key:
-        raise UsageError(f"the small and the large network are the same ({small.network.describe()}, trial {small.number})",
-                         hint="name two different trained networks with --small N --large M (see `optiseg front`)")
+    config = study_config(handle)
+    small, large = pick_pair(load_records(handle.study), handle.paths.folder, handle.name, small=args.small, large=args.large)
     if config is None:
         raise UsageError(f"the config of study {handle.name!r} was not found (looked for the original and {handle.paths.config_copy})",
                          hint="the data set, device and server come from it; run from the machine that ran the search")
-    return {"config": config, "data": config.data, "small": _member(handle, small), "large": _member(handle, large),
+    return {"config": config, "data": config.data, "small": study_member(handle.paths.folder, small),
+            "large": study_member(handle.paths.folder, large),
             "folder": handle.paths.folder / "cascades" / f"{small.network.key}+{large.network.key}",
             "study": handle.name, "small_trial": small.number, "large_trial": large.number}
-
-
-def _member(handle, record):
-    """The trial's network as a cascade member, or None when its trained files are not on this machine."""
-    from ..cascade import CascadeMember
-    from ..layout import StudyLayout
-
-    if record.plan is None or record.artifacts is None or len(record.plan.networks) != 1:
-        return None
-    folder = StudyLayout(handle.paths.folder).network_at(record.artifacts)
-    if not (folder.trained_onnx.is_file() and folder.best_checkpoint.is_file()):
-        return None
-    return CascadeMember(network=record.plan.network, onnx=folder.trained_onnx, checkpoint=folder.best_checkpoint,
-                         label=f"trial {record.number}")
-
-
-def _study_config(handle):
-    """The study's config: the original file (relative paths resolve from its folder), else the copy in the study folder."""
-    from ..config import load_config
-    from ..errors import OptisegError
-
-    info_file = handle.paths.study_file
-    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
-    for path in [Path(info["config"])] if info.get("config") else []:
-        if path.is_file():
-            try:
-                return load_config(path).config
-            except OptisegError:
-                continue
-    return load_config(handle.config_path).config if handle.config_path is not None and handle.config_path.is_file() else None
 
 
 def _run_source(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from ._common import human_count, print_json, print_table, stderr_console
 
 EXITS_EPILOG = """\
 examples:
+  optiseg exits runs/exits-study --trial 3                 a trial of a study (search_space: {exits: [0, 2]})
   optiseg train study.yaml --knobs a=1,exits=2 --resolution 192 -o runs/exits2
   optiseg exits --run runs/exits2 --data study.yaml
   optiseg exits --run runs/exits2 --data study.yaml --device pi.yaml --confidence pixel_share --json
@@ -54,9 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXITS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    exits.add_argument("--run", type=Path, required=True, help="run folder of `optiseg train` (its best.pt) whose network has exits")
-    exits.add_argument("--data", type=Path, required=True,
-                       help="the study config the run was trained with (its data: and device:), or a data folder (binary masks)")
+    exits.add_argument("study", type=Path, nargs="?", default=None,
+                       help="a study (its folder or its config file): analyse its trial --trial N")
+    exits.add_argument("--trial", type=int, default=None, help="the study's trial whose trained network has exits")
+    exits.add_argument("--run", type=Path, default=None, help="or: a run folder of `optiseg train` (its best.pt) whose network has exits")
+    exits.add_argument("--data", type=Path, default=None,
+                       help="with --run: the study config the run was trained with (its data: and device:), or a data folder (binary masks)")
     exits.add_argument("--device", type=Path, default=None, help="YAML file with a device: section (default: the config's, else this machine)")
     exits.add_argument("--confidence", default="max_prob",
                        help="max_prob (mean largest class probability, default) or pixel_share (share of pixels >= --pixel-probability)")
@@ -79,7 +83,7 @@ def run_exits(args: argparse.Namespace) -> int:
 
     thresholds = parse_thresholds(args.thresholds)
     _check_options(args)
-    job = job_from_run(args.run, args.data, args.device, args.output)
+    job = _job(args)
     console = stderr_console()
     with console.status(f"exporting, timing and running the exit chain of {job.label}"):
         with make_runner(job.device) as runner:
@@ -137,6 +141,61 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--pixel-probability {args.pixel_probability:g} is invalid: give a probability in (0, 1], e.g. 0.9")
     if not 0 <= args.max_iou_loss <= 1:
         raise UsageError(f"--max-iou-loss {args.max_iou_loss:g} is invalid: give a share of IoU in [0, 1], e.g. 0.01 for one point")
+
+
+def _job(args: argparse.Namespace) -> ExitsJob:
+    from ..errors import UsageError
+
+    if args.study is not None:
+        if args.run is not None or args.data is not None:
+            raise UsageError("give a STUDY with --trial N, or --run RUN with --data CONFIG, not both")
+        if args.trial is None:
+            raise UsageError(f"which trial of {args.study}? add --trial N", hint=f"the trials are listed by `optiseg front {args.study} --all`")
+        return job_from_trial(args.study, args.trial, args.device, args.output)
+    if args.run is None or args.data is None:
+        raise UsageError("give a STUDY with --trial N, or --run RUN with --data CONFIG",
+                         hint="e.g. optiseg exits runs/study --trial 3, or optiseg exits --run runs/exits2 --data study.yaml")
+    if args.trial is not None:
+        raise UsageError("--trial picks a trial of a STUDY; with --run the network is the run's")
+    return job_from_run(args.run, args.data, args.device, args.output)
+
+
+def job_from_trial(study: Path, number: int, device: Path | None, output: Path | None) -> ExitsJob:
+    """The :class:`ExitsJob` of a study's trial: its network's best weights, the study's data set and device."""
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..config.device import load_device_config
+    from ..data import load_dataset
+    from ..errors import UsageError
+    from ..layout import StudyLayout
+    from ..modes.early_exit import has_exits
+    from ..records import load_records
+    from ..search import open_existing_study
+    from ._common import study_config
+
+    handle = open_existing_study(study)
+    records = {r.number: r for r in load_records(handle.study)}
+    if number not in records:
+        raise UsageError(f"--trial {number}: study {handle.name!r} has no trial {number}; it has trials 0 to {max(records, default=-1)}")
+    record = records[number]
+    if record.plan is None or record.artifacts is None or len(record.plan.networks) != 1:
+        raise UsageError(f"--trial {number}: trial {number} of {handle.name!r} has no network to analyse ({record.status})",
+                         hint=f"pick a trained trial from `optiseg front {study} --all`")
+    network = record.plan.network
+    if not has_exits(network):
+        raise UsageError(f"--trial {number}: its network ({network.describe()}) has no exits",
+                         hint="pick a trial whose knobs have exits >= 1 (search with `search_space: {exits: [0, 2]}`)")
+    folder = StudyLayout(handle.paths.folder).network_at(record.artifacts)
+    if not folder.best_checkpoint.is_file():
+        raise UsageError(f"--trial {number}: its network was not trained here ({folder.best_checkpoint} is missing; {record.status})",
+                         hint="run it on the machine that trained it, or pick a trained trial from `optiseg front`")
+    config = study_config(handle)
+    if config is None:
+        raise UsageError(f"the config of study {handle.name!r} was not found (looked for the original and {handle.paths.config_copy})",
+                         hint="the data set and device come from it; run from the machine that ran the search")
+    device_config = load_device_config(device) if device is not None else config.device
+    return ExitsJob(network=network, model=model_from_checkpoint(load_checkpoint(folder.best_checkpoint)),
+                    dataset=load_dataset(config.data), cache_mb=config.data.cache_mb, device=device_config,
+                    folder=output or folder.path / "exits", label=f"trial {number}: {network.describe()}")
 
 
 def job_from_run(run: Path, data: Path, device: Path | None, output: Path | None) -> ExitsJob:

@@ -215,6 +215,11 @@ class StudyConfig(Section):
                 raise ValueError(f"unknown mode {name!r}{did_you_mean(name, known)}; modes: {', '.join(known)}")
         if len(set(value)) != len(value):
             raise ValueError("each mode may appear once")
+        from ..modes import is_derived
+
+        if all(is_derived(name) for name in value):
+            raise ValueError(f"mode {', '.join(value)} pairs networks the search trains: list a mode that trains them too, "
+                             f"e.g. [device, {value[0]}]")
         return value
 
     @model_validator(mode="after")

@@ -42,6 +42,11 @@ def placement_modes() -> list[str]:
     return list(dict.fromkeys(getattr(mode, "family", mode.name) for mode in _REGISTRY.values()))
 
 
+def is_derived(family: str) -> bool:
+    """Whether a family's plans are made from networks other trials trained (a cascade), never sampled."""
+    return any(getattr(mode, "derived", False) for mode in modes_of_family(family))
+
+
 def modes_of_family(family: str) -> list[DeploymentMode]:
     return [mode for mode in _REGISTRY.values() if getattr(mode, "family", mode.name) == family]
 
@@ -70,7 +75,7 @@ def mode_for(knobs: Mapping[str, Any]) -> DeploymentMode:
     raise UsageError(f"no {family} mode takes {rest}; " + "; ".join(f"{m.name}: {takes(m)}" for m in candidates))
 
 
-from . import device, int8, split  # noqa: E402,F401  (registers the modes)
+from . import cascade, device, early_exit, int8, split  # noqa: E402,F401  (registers the modes)
 
-__all__ = ["Artifact", "DeploymentMode", "ModeContext", "get_mode", "list_modes", "mode_for", "modes_of_family",
+__all__ = ["Artifact", "DeploymentMode", "ModeContext", "get_mode", "is_derived", "list_modes", "mode_for", "modes_of_family",
            "placement_modes", "register_mode"]

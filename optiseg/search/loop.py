@@ -170,6 +170,8 @@ def run_search(
                 stop_reason, finished_this_run = _loop(
                     study, env, space, n_trials, config.budget.timeout, lease, progress, grid=sampler_name == "grid"
                 )
+                if "cascade" in config.mode:
+                    _add_cascade_plans(study, env)
                 confirmation = confirm_at_end_of_search(  # the front measured again, interleaved (README: "Confirmation rounds")
                     study, layout, pool, objectives, config.confirm, progress, fresh=finished_this_run > 0)
             except (KeyboardInterrupt, Interrupted):
@@ -190,6 +192,18 @@ def run_search(
         front=pareto_front(trial_records, objectives), elapsed_s=time.monotonic() - started, interrupted=interrupted,
         confirmation=confirmation.as_dict() if confirmation is not None else None,
     )
+
+
+def _add_cascade_plans(study: optuna.Study, env: TrialEnvironment) -> None:
+    """The cascade of the study's trained pair, its thresholds stored as plans; a failure is logged, the study stands."""
+    from .derived import add_cascade_plans
+
+    try:
+        add_cascade_plans(study, env)
+    except OptisegError as exc:
+        env.progress.log(f"cascade: not built ({exc.message}{'; ' + exc.hint if exc.hint else ''})")
+    except Exception as exc:  # noqa: BLE001  (a cascade that cannot be built costs its plans, never the study)
+        env.progress.log(f"cascade: not built ({type(exc).__name__}: {exc})")
 
 
 def _uses_server(config) -> bool:

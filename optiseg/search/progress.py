@@ -249,6 +249,11 @@ def trial_note(r: TrialRecord) -> str:
         val = r.metric("val_iou")
         return (f"rung {fidelity.get('rung', 0) + 1} of {len(fidelity.get('rungs') or ()) or '?'}: {fidelity.get('epochs')} of "
                 f"{fidelity.get('of')} epochs, val IoU {'n/a' if val is None else f'{val:.4f}'} (not on the front)")
+    if r.derived_from:
+        cascade = r.evaluation.details.get("cascade") or {}
+        share = cascade.get("share_sent")
+        return (f"cascade: trial {r.derived_from[0]} + trial {r.derived_from[1]} on the server"
+                + (f", {share:.0%} sent" if share is not None else "") + ("" if r.feasible else "; over " + ", ".join(sorted(r.violations))))
     if r.promotion_of is not None:
         return f"trial {r.promotion_of}'s network trained on (rung {r.rung + 1})"
     if r.sibling_of is not None:

@@ -226,15 +226,19 @@ def build_search_space(
     specs = {k.name: k for k in entry.knobs}
     open_tiers = set(EFFORTS[: EFFORTS.index(effort) + 1])
     overrides = dict(overrides or {})
-    modes = tuple(modes)
+    from ..modes import is_derived
+
+    modes = tuple(m for m in modes if not is_derived(m))  # cascade plans are made after the search, never sampled
     mode_knobs = [name for family in modes for name in family_knobs(family) if name not in definitions]
 
     unknown = [name for name in overrides if name not in definitions and name not in mode_knobs]
     if unknown:
         name = unknown[0]
         knowable = [*definitions, *mode_knobs]
-        other = [n for f in ("split",) if f not in modes for n in family_knobs(f)]
-        hint = f" ({name} is a knob of mode split: add `mode: [device, split]`)" if name in other else ""
+        from ..modes import placement_modes
+
+        owner = next((f for f in placement_modes() if f not in modes and name in family_knobs(f)), None)
+        hint = f" ({name} is a knob of mode {owner}: add `mode: [{', '.join(modes)}, {owner}]`)" if owner else ""
         raise ConfigError(
             f"{source}: unknown knob 'search_space.{name}' for {model}{did_you_mean(name, knowable)}{hint}; "
             f"searchable knobs: {', '.join(knowable)}"
@@ -295,6 +299,9 @@ def build_search_space(
     if "device" not in modes:
         choices.pop("precision", None)
         baseline.pop("precision", None)
+    if "early_exit" in modes and not any(int(v) > 0 for v in (*choices.get("exits", ()), baseline.get("exits", 0))):
+        raise ConfigError(f"{source}: mode early_exit needs networks with exits, but search_space.exits is not open",
+                          hint="add e.g. `search_space: {exits: [0, 2]}` (0: networks without exits, deployed whole)")
     for name in mode_knobs:  # a deployment knob's baseline is its first choice: narrowing never widens it
         allowed = _mode_knob_values(name, model, baseline, choices)
         values = tuple(dict.fromkeys(overrides.get(name, allowed)))

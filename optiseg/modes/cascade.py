@@ -1,0 +1,97 @@
+"""Mode ``cascade``: a small network and a router on the device, hard images sent to a large network on a server.
+
+A cascade plan is **derived**: it pairs two networks the study has already
+trained (the fastest on the front as the small one, the best IoU as the large
+one), so the sampler never proposes one and it costs no training. When a
+study's ``mode:`` lists ``cascade``, the search builds the cascade of that pair
+once its trials are done (:func:`optiseg.search.derived.add_cascade_plans`:
+per-image scores, the router trained on images the small network never trained
+on, the device graph timed on the device, the large network on the server) and
+stores each threshold of the router's operating curve as a trial of its own, on
+the same front as every other plan. Deployment knob: ``threshold`` (the router
+sends an image when its predicted score for the small network is below it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import StudyError, UsageError
+from ..layout import NetworkFolder
+from ..network import Network
+from ..plans import DeploymentPlan, Evaluation
+from . import register_mode
+from ._base import Artifact, ModeContext
+
+CURVE = "curve.json"
+
+
+class CascadeMode:
+    name = "cascade"
+    family = "cascade"
+    description = "a small network and a router on the device, the images it deems hard sent to a large network on the server"
+    needs_server = True
+    latency_is_one_model = False
+    derived = True  # its plans are made from trained networks after the search, never sampled
+    knobs: Mapping[str, tuple[Any, ...]] = {}  # its threshold comes from each pair's operating curve
+
+    def knob_values(self, network: Network) -> None:
+        """None: one network is no cascade; plans come from :meth:`pair_plan`."""
+        return None
+
+    def pair_plan(self, small: Network, large: Network, threshold: float) -> DeploymentPlan:
+        return DeploymentPlan(mode=self.name, networks=(small, large), knobs=(("threshold", round(float(threshold), 6)),),
+                              placement=(("small", "device"), ("router", "device"), ("large", "server")))
+
+    def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:
+        raise UsageError("a cascade pairs two trained networks: its plans are made after the search (mode: [..., cascade]) "
+                         "or by `optiseg cascade STUDY`")
+
+    def cost(self, plan: DeploymentPlan, context: ModeContext) -> Evaluation:
+        raise StudyError("cascade plans are derived from trained networks, not evaluated as trials")
+
+    quality = cost
+
+    def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]:
+        """``network_folder`` is the cascade's folder (``cascades/<small>+<large>``): its device graph, then the large model."""
+        result = _result(network_folder.path)
+        if result is None:
+            return [Artifact(network_folder.path / CURVE, CURVE, "the cascade's operating curve")]  # deploy reports it missing
+        runners = resources.files("optiseg._runners")
+        return [
+            Artifact(result.device_model, "device.onnx", "the small network and its router, one graph (device)"),
+            Artifact(result.large.onnx, "server.onnx", "the large network (server)"),
+            *(Artifact(Path(str(runners.joinpath(name))), name, text) for name, text in (
+                ("cascade_device.py", "routes each image: the small network's mask, or the large one's from the server"),
+                ("cascade_server.py", "runs the large network on the images the device sends"),
+                ("tensor_codec.py", "the frame format on the socket (both sides import it)"))),
+        ]
+
+    def deploy_readme(self, record: Any, out: Path, files: Mapping[str, str]) -> list[Path]:
+        """The threshold table, an example policy and the README, with the plan's threshold as the default."""
+        from ..cascade import write_cascade_deployment
+
+        folder = Path(record.evaluation.details["cascade"]["folder"])
+        result = _result(folder)
+        written = write_cascade_deployment(result, out, threshold=float(record.plan.knob_dict["threshold"]))
+        return [p for p in written if p.name not in files]
+
+    def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path | None:
+        """None: the latency is the device graph plus the expected share of link and server time, not one graph."""
+        return None
+
+
+def _result(folder: Path):
+    from ..cascade import CascadeResult
+
+    try:
+        return CascadeResult.from_dict(json.loads((folder / CURVE).read_text(encoding="utf-8"))["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+register_mode(CascadeMode())

@@ -1,0 +1,274 @@
+"""Mode ``early_exit``: a network with side exits run on the device as a chain of stage graphs that stops early.
+
+Deployment knob ``threshold``: an image leaves at the first exit whose
+confidence (mean largest class probability, :data:`optiseg.exits.CONFIDENCES`
+``max_prob``) reaches it, else at the final output. Every threshold of a
+trained network is a plan of its own on the front; none costs a training.
+
+Cost (before training): the untrained network's chain of stage graphs is
+exported and **each stage graph and exit upsampling is timed on the device**;
+the time to output k is the sum up to it. Which exit the images take is not
+known before training, so the cost's ``latency_ms`` is the optimistic bound
+(every image leaves at the first exit): a plan over ``max_latency_ms`` even
+then is not trained. Quality (after training): the trained chain runs by
+onnxruntime on every test image once per network (every output's confidence
+and confusion kept in ``outputs-test.json``); the threshold's operating point
+gives the IoU (the outputs the images left at, scored together) and the
+expected latency ``sum_k share_k x ms_k``, which replaces the bound. The whole
+curve is stored as the plan's operating points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._atomic import write_json_atomic
+from ..errors import UsageError
+from ..layout import NetworkFolder, PlanFolder
+from ..network import Network
+from ..plans import DeploymentPlan, Evaluation, OperatingPoint
+from . import register_mode
+from ._base import Artifact, ModeContext
+from ._common import MB, NOTHING_REMOTE, read_json, timed, untrained_network
+
+THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)  # a trained binary network is sure: 0.99..0.999 matter
+CONFIDENCE = "max_prob"
+CHAIN_FOLDER = "early_exit"
+PER_IMAGE = "outputs-test.json"
+
+
+def chain_folder(network_folder: NetworkFolder) -> PlanFolder:
+    """The chain of one network (``untrained/`` timed before training, ``trained/`` deployed), shared by every threshold."""
+    return network_folder.plan(CHAIN_FOLDER)
+
+
+def threshold_folder(network_folder: NetworkFolder, threshold: float) -> PlanFolder:
+    return network_folder.plan(f"{CHAIN_FOLDER}-t{threshold:g}")
+
+
+def has_exits(network: Network) -> bool:
+    from ..models import get_model_entry
+
+    return "exits" in get_model_entry(network.model).knob_names and int(network.knob("exits")) > 0
+
+
+class EarlyExitMode:
+    name = "early_exit"
+    family = "early_exit"
+    description = "the network's chain of stage graphs on the device: an image leaves at the first sure exit"
+    needs_server = False
+    latency_is_one_model = False  # an expected time over the exits taken: no one graph to predict or time again
+    knobs: Mapping[str, tuple[Any, ...]] = {"threshold": THRESHOLDS}
+
+    def knob_values(self, network: Network) -> Mapping[str, tuple[Any, ...]] | None:
+        """The thresholds; ``None`` for a network without exits (nothing to leave early from)."""
+        return self.knobs if has_exits(network) else None
+
+    def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:
+        threshold = knobs.get("threshold", THRESHOLDS[0])
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise UsageError(f"threshold={threshold!r} is invalid: give a confidence in (0, 1], e.g. {THRESHOLDS[2]}")
+        if not has_exits(network):
+            raise UsageError(f"{network.describe()} has no exits, so it cannot leave early",
+                             hint="open the knob exits, e.g. search_space: {exits: [0, 2]}")
+        return DeploymentPlan(mode=self.name, networks=(network,), knobs=(("threshold", float(threshold)),))
+
+    def cost(self, plan: DeploymentPlan, context: ModeContext) -> Evaluation:
+        from ..exits import chain_latency, export_exit_chain, load_exit_chain
+
+        network = plan.network
+        figures, _ = untrained_network(network, context)
+        folder = chain_folder(context.network_folder).path / "untrained"
+        chain = _load(folder, load_exit_chain)
+        if chain is None:
+            with timed(context, "export_s"):
+                context.stage("exporting the exit chain (untrained, for timing)")
+                chain = export_exit_chain(network.build(), network, folder)
+        stage_ms, upsample_ms, results = [], [], []
+        for stage in chain.stages:
+            result = context.measure(stage.path, folder / f"stage{stage.index}-latency.json", f"{network.key}@exit-stage{stage.index}")
+            stage_ms.append(float(result["median_ms"]))
+            results.append(result)
+            if stage.upsample is not None:
+                up = context.measure(stage.upsample, folder / f"exit{stage.index}-latency.json", f"{network.key}@exit-upsample{stage.index}")
+                upsample_ms.append(float(up["median_ms"]))
+        latency = chain_latency(stage_ms, upsample_ms)
+        optimistic = latency.cumulative_ms[0]
+        onnx_mb = round(sum(p.stat().st_size for s in chain.stages for p in (s.path, s.upsample) if p is not None) / MB, 4)
+        metrics = {
+            **figures,
+            "latency_ms": optimistic, "device_latency_ms": optimistic, **NOTHING_REMOTE,
+            "onnx_mb": onnx_mb, "device_mb": round(onnx_mb + figures["activation_mb"], 3), "fps": 1000.0 / optimistic,
+        }
+        return Evaluation(metrics=metrics, details={
+            "latency": results[0],
+            "exits": {"names": list(chain.exits), **latency.as_dict(), "cumulative_macs": list(chain.cumulative_macs),
+                      "latency_is": "optimistic before training: every image leaves at the first exit"},
+        })
+
+    def quality(self, plan: DeploymentPlan, trained: Any, context: ModeContext, cost: Evaluation) -> Evaluation:
+        from ..exits import chain_latency, operating_curve, sweep_thresholds
+
+        network, threshold = plan.network, float(plan.knob_dict["threshold"])
+        scores_file = threshold_folder(context.network_folder, threshold).quality
+        stored = read_json(scores_file)
+        if stored is not None:
+            return Evaluation.from_dict(stored)
+        chain = self._trained_chain(network, context)
+        per_image = self._per_image(chain, network, context)
+        exits = cost.details["exits"]
+        latency = chain_latency(exits["stage_ms"], exits["upsample_ms"])
+        scoring = {"class_names": tuple(context.dataset.class_names), "binary": context.dataset.binary,
+                   "confidence": CONFIDENCE, "cumulative_macs": chain.cumulative_macs}
+        point, = operating_curve(per_image, latency.cumulative_ms, [threshold], **scoring)
+        curve = operating_curve(per_image, latency.cumulative_ms, sweep_thresholds(per_image, CONFIDENCE), **scoring)
+        whole_iou = trained.metrics.get("test_iou")
+        evaluation = cost.merged(
+            metrics={"iou": point.iou, "val_iou": trained.metrics.get("val_iou"), "latency_ms": point.expected_ms,
+                     "device_latency_ms": point.expected_ms, "fps": 1000.0 / point.expected_ms,
+                     "macs": int(round(point.expected_macs))},
+            per_class_iou={},
+            operating_points=tuple(
+                OperatingPoint("threshold", p.threshold, {"iou": p.iou, "latency_ms": p.expected_ms, "macs": p.expected_macs,
+                                                          **{f"share_{n}": s for n, s in zip(chain.exits, p.shares)}})
+                for p in curve if not math.isinf(p.threshold) and p.iou is not None),
+            details={
+                "exits": {**exits, "threshold": threshold, "confidence": CONFIDENCE,
+                          "shares": dict(zip(chain.exits, point.shares)), "whole_network_macs": cost.get("macs"),
+                          "latency_is": "expected over the test split: the share leaving at each output x the time to it"},
+                "iou_source": f"the trained stage graphs run by onnxruntime on the test split, each image leaving at the "
+                              f"first exit with {CONFIDENCE} >= {threshold:g}",
+                "whole_network_iou": whole_iou,
+                "iou_change": None if whole_iou is None or point.iou is None else point.iou - whole_iou,
+                "training": dict(trained.metrics),
+            },
+        )
+        scores_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(scores_file, evaluation.as_dict())
+        return evaluation
+
+    def _trained_chain(self, network: Network, context: ModeContext):
+        from ..checkpoint import load_checkpoint, model_from_checkpoint
+        from ..exits import export_exit_chain, load_exit_chain
+
+        folder = chain_folder(context.network_folder).path / "trained"
+        chain = _load(folder, load_exit_chain)
+        if chain is None:
+            with timed(context, "export_s"):
+                context.stage("exporting the trained exit chain")
+                model = model_from_checkpoint(load_checkpoint(context.network_folder.best_checkpoint))
+                chain = export_exit_chain(model, network, folder)
+        return chain
+
+    def _per_image(self, chain, network: Network, context: ModeContext):
+        """Every test image's exit confidences and output confusions: computed once per network, then read back."""
+        from ..exits import ImageExits, exit_outputs
+
+        path = chain.folder.parent / PER_IMAGE
+        stored = read_json(path)
+        if stored is not None and stored.get("chain") == str(chain.max_abs_diff):
+            return [ImageExits(confidences={k: tuple(v) for k, v in image["confidences"].items()},
+                               confusions=tuple(np.asarray(m, dtype=np.int64) for m in image["confusions"]))
+                    for image in stored["images"]]
+        with timed(context, "score_s"):
+            context.stage("running the trained exit chain on the test split")
+            dataset = context.dataset
+            per_image = exit_outputs(chain, context.cache.resized("test", network.resolution), context.cache.original_masks("test"),
+                                     num_classes=len(dataset.class_names), in_channels=network.in_channels)
+        write_json_atomic(path, {"chain": str(chain.max_abs_diff), "images": [
+            {"confidences": {k: list(v) for k, v in image.confidences.items()},
+             "confusions": [m.tolist() for m in image.confusions]} for image in per_image]})
+        return per_image
+
+    def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]:
+        from ..exits import load_exit_chain
+
+        folder = chain_folder(network_folder).path / "trained"
+        chain = _load(folder, load_exit_chain)
+        if chain is None:
+            return [Artifact(folder / "exits.json", "exits.json", "the chain's manifest")]  # deploy reports it missing
+        files = [Artifact(stage.path, stage.path.name, f"stage {stage.index} of the chain: gives {stage.exit}"
+                          + ("" if stage.index == 1 else ", from the features of the stage before"))
+                 for stage in chain.stages]
+        files += [Artifact(stage.upsample, stage.upsample.name, f"resizes {stage.exit}'s logits to the input size")
+                  for stage in chain.stages if stage.upsample is not None]
+        files.append(Artifact(folder / "exits.json", "exits.json", "the chain (stages, inputs, outputs), the policy and its operating curve"))
+        files.append(Artifact(Path(str(resources.files("optiseg._runners").joinpath("early_exit.py"))), "early_exit.py",
+                              "runs the exit policy on the device: the stages one by one, leaving at the first sure exit"))
+        return files
+
+    def deploy_readme(self, record: Any, out: Path, files: Mapping[str, str]) -> list[Path]:
+        """``exits.json`` (the chain's manifest, the plan's threshold and the operating curve) and a README."""
+        from ..exits import ExitChain, load_exit_chain, write_exit_deployment
+        from ..exits import OperatingPoint as CurvePoint
+        chain: ExitChain = load_exit_chain(out)  # the manifest and stage graphs just shipped
+        exits = dict(record.evaluation.details.get("exits") or {})
+        names = chain.exits
+        curve = [CurvePoint(threshold=p.value, iou=p.metrics.get("iou"), expected_ms=p.metrics["latency_ms"],
+                            expected_macs=p.metrics.get("macs", 0.0),
+                            shares=tuple(p.metrics.get(f"share_{n}", 0.0) for n in names))
+                 for p in record.evaluation.operating_points]
+        threshold = float(exits.get("threshold", THRESHOLDS[0]))
+        written = write_exit_deployment(chain, curve, out, threshold=threshold, confidence=CONFIDENCE,
+                                        latency={k: exits.get(k) for k in ("stage_ms", "upsample_ms", "cumulative_ms")})
+        manifest = next(p for p in written if p.name == "exits.json")
+        shares = ", ".join(f"{share:.0%} at {name}" for name, share in (exits.get("shares") or {}).items())
+        table = "\n".join(f"| `{name}` | {text} |" for name, text in files.items())
+        metrics = record.evaluation.metrics
+        readme = out / "README.md"
+        readme.write_text(f"""# {record.model} with early exits, from optiseg trial {record.number}: threshold {threshold:g}
+
+The device runs the chain's stage graphs one after the other and stops at the first exit whose
+confidence ({CONFIDENCE}: the mean largest class probability) reaches {threshold:g}.
+
+| file | what it is |
+|---|---|
+{table}
+| `predict.py` | preprocessing shared by the scripts |
+
+| | |
+|---|---|
+| plan | `{record.plan_key}` |
+| test IoU | {record.iou:.4f} (the stage graphs run by onnxruntime on the test split; whole network {_fmt(record.evaluation.details.get('whole_network_iou'))}) |
+| expected latency | {metrics.get('latency_ms', float('nan')):.3f} ms on the test split ({shares}) |
+| time to each output | {', '.join(f'{n} {ms:.3f} ms' for n, ms in zip(names, exits.get('cumulative_ms') or ()))} |
+
+## Run it
+
+```bash
+pip install onnxruntime numpy pillow
+python3 early_exit.py . image.jpg -o masks/               # the plan's threshold
+python3 early_exit.py . image.jpg --threshold 0.99         # another point of the curve in exits.json
+```
+
+It prints one JSON line per image: the exit it left at, its confidence and the time taken.
+""", encoding="utf-8")
+        return [manifest, readme]
+
+    def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path | None:
+        """None: the latency is an expectation over the exits the test images take, not one graph to time again."""
+        return None
+
+
+def _load(folder: Path, load):
+    """The chain exported into ``folder``, or None when there is none (or a torn one from a killed run)."""
+    if not (folder / "exits.json").is_file():
+        return None
+    try:
+        chain = load(folder)
+    except Exception:  # noqa: BLE001  (a half-written chain is exported again)
+        return None
+    return chain if all(s.path.is_file() and (s.upsample is None or s.upsample.is_file()) for s in chain.stages) else None
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+register_mode(EarlyExitMode())

@@ -1,0 +1,100 @@
+"""Early-exit plans through the search: every threshold of one trained network with exits on one front, each exit's
+time measured on the device, the expected latency from the test split's exits; `optiseg exits STUDY --trial N`;
+`optiseg deploy` ships the chain and a script that runs the policy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from optiseg.records import read_record
+from test_search_e2e import FAST_MEASURE, data_root, load_study  # noqa: F401  (data_root is a fixture)
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"resolution": [64], "a": [1], "t": [6], "r": [1], "pp": [1], "in_channels": [3], "exits": [2]}
+
+
+def make_config(folder, data_root, name, **changes):
+    config = {
+        "study": name, "model": "fastscnn", "effort": "expert", "resolution": 64,
+        "search_space": {**SMALL, "threshold": [0.9, 0.99]}, "mode": ["device", "early_exit"],
+        "data": {"root": str(data_root)}, "training": {"epochs": 12, "batch_size": 4, "lr": 0.01},
+        "device": {"kind": "local", "measure": FAST_MEASURE},
+        "budget": {"n_trials": 1}, "confirm": False, "output": str(folder / "runs"),
+        **changes,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_every_threshold_on_one_front_from_one_training_and_deployed(cli, tmp_path, data_root):
+    config = make_config(tmp_path, data_root, "exits")
+    result = cli("search", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    done = [read_record(t) for t in load_study(tmp_path, "exits").trials]
+    done = [r for r in done if r.status == "complete" and r.duplicate_of is None]
+    assert sorted((r.mode, r.plan.knob_dict.get("threshold")) for r in done) == \
+        [("device", None), ("early_exit", 0.9), ("early_exit", 0.99)]
+    assert summary["counts"]["networks_trained"] == 1
+
+    device = next(r for r in done if r.mode == "device")
+    exits = {r.plan.knob_dict["threshold"]: r for r in done if r.mode == "early_exit"}
+    for threshold, r in exits.items():
+        details = r.evaluation.details["exits"]
+        cumulative, shares = details["cumulative_ms"], list(details["shares"].values())
+        assert details["names"] == ["exit1", "exit2", "logits"] and len(cumulative) == 3
+        assert cumulative == sorted(cumulative) and all(ms > 0 for ms in details["stage_ms"])
+        assert sum(shares) == pytest.approx(1.0)
+        assert r.latency_ms == pytest.approx(sum(s * ms for s, ms in zip(shares, cumulative)))
+        assert cumulative[0] <= r.latency_ms <= cumulative[-1]
+        assert 0.0 <= r.iou <= 1.0 and f">= {threshold:g}" in r.evaluation.details["iou_source"]
+        points = r.evaluation.operating_points
+        assert points and all(p.knob == "threshold" for p in points)
+        same = [p for p in points if p.value == pytest.approx(threshold)]
+        assert not same or same[0].metrics["iou"] == pytest.approx(r.iou)
+    # A higher threshold leaves early no more often: later exits, at least as much time.
+    assert exits[0.99].latency_ms >= exits[0.9].latency_ms - 1e-9
+    assert exits[0.99].evaluation.details["exits"]["shares"]["logits"] >= exits[0.9].evaluation.details["exits"]["shares"]["logits"]
+    assert device.iou > 0.15 and device.latency_ms > 0
+
+    study = tmp_path / "runs" / "exits"
+    trial = exits[0.9].number
+    shown = cli("exits", str(study), "--trial", str(trial), "--json")
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert [row["name"] for row in report["exits"]] == ["exit1", "exit2", "logits"] and report["curve"]
+    table = cli("exits", str(study), "--trial", str(trial))
+    assert table.returncode == 0 and "operating curve" in table.stdout
+    wrong = cli("exits", str(study), "--trial", "99")
+    assert wrong.returncode == 2 and "no trial 99" in wrong.stderr and "Traceback" not in wrong.stderr
+    neither = cli("exits", str(study))
+    assert neither.returncode == 2 and "--trial" in neither.stderr
+
+    out = tmp_path / "deploy"
+    deployed = cli("deploy", str(study), "--trial", str(exits[0.99].number), "-o", str(out))
+    assert deployed.returncode == 0, deployed.stderr
+    assert {"stage1.onnx", "stage2.onnx", "stage3.onnx", "exit1.onnx", "exit2.onnx", "exits.json", "early_exit.py",
+            "README.md", "metrics.json"} <= {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "exits.json").read_text())
+    assert manifest["policy"]["threshold"] == 0.99 and manifest["policy"]["thresholds"]
+    pictures = sorted((data_root / "test" / "images").iterdir())[:2]
+    ran = subprocess.run([sys.executable, str(out / "early_exit.py"), str(out), *map(str, pictures), "-o", str(tmp_path / "masks")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout.strip().splitlines()[-1])["ok"]
+
+
+def test_early_exit_without_exits_is_a_config_error(cli, tmp_path, data_root):
+    config = make_config(tmp_path, data_root, "noexits", search_space={**SMALL, "exits": [0]})
+    result = cli("search", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "early_exit needs networks with exits" in result.stderr and "search_space" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "noexits").exists()
