@@ -2,7 +2,7 @@
 
     python benchmarks/train_packages.py [--data ../shared/datasets/packages] [--epochs 40]
         [--resolution 192] [--knobs a=1,t=6,r=3,pp=1] [--set batch_size=16 --set augment.crop=random]
-        [-o RUN_DIR] [--json]
+        [--compare batch_size=16 --compare lr=0.006] [-o RUN_DIR] [--json]
 
 Trains Fast-SCNN with the default `training:` settings (plus any --set) into a
 run folder (a temporary one unless -o), exactly as `optiseg train` does, and
@@ -72,49 +72,58 @@ def training_overrides(items: list[str]) -> dict[str, Any]:
     return settings
 
 
-def loading_speeds(model_name, knobs, resolution, dataset, cache, training: TrainingConfig, batches: int = 24, rounds: int = 3) -> dict[str, float]:
-    """Training images/s with loading (decode cache -> augment -> tensor -> step) and without (steps on batches
-    prepared beforehand), measured in alternating rounds so that both see the same machine load."""
-    torch.manual_seed(0)
-    model = build_model(model_name, knobs, dataset.num_classes, 3).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=training.lr)
-    loss_fn = SegmentationLoss(dataset.num_classes, training.dice_weight)
-    label_scale = effective_label_scale(training.label_scale, resolution, cache.original_masks("val")[0].shape)
-    source = cache.resized("train", train_source_size(resolution, training.augment, label_scale))
-    transform = build_train_transform(resolution, training.augment, label_scale)
-    device = torch.device("cpu")
-    model.train()
+class SpeedProbe:
+    """One training configuration's speed, one round at a time (so that several configurations alternate rounds):
+    training images/s with loading (decode cache -> augment -> tensor -> step) and without (steps on batches
+    prepared beforehand), and the loading pipeline alone."""
 
-    def fetch(iterator):
+    def __init__(self, model_name, knobs, resolution, dataset, cache, training: TrainingConfig, batches: int = 24):
+        torch.manual_seed(0)
+        self.training, self.batches = training, batches
+        self.model = build_model(model_name, knobs, dataset.num_classes, 3).to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr)
+        self.loss_fn = SegmentationLoss(dataset.num_classes, training.dice_weight)
+        label_scale = effective_label_scale(training.label_scale, resolution, cache.original_masks("val")[0].shape)
+        self.source = cache.resized("train", train_source_size(resolution, training.augment, label_scale))
+        self.transform = build_train_transform(resolution, training.augment, label_scale)
+        self.times: dict[str, list[float]] = {"with": [], "without": [], "pipeline": []}
+        self.model.train()
+
+    def _fetch(self, iterator):
         images, masks = next(iterator)
-        return to_model_input(images, 3, device), torch.from_numpy(masks)
+        return to_model_input(images, 3, torch.device("cpu")), torch.from_numpy(masks)
 
-    def step(inputs, target):
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(inputs), target).backward()
-        optimizer.step()
+    def _step(self, inputs, target):
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_fn(self.model(inputs), target).backward()
+        self.optimizer.step()
 
-    def timed(function) -> float:
-        started = time.perf_counter()
-        function()
-        return time.perf_counter() - started
+    def round(self, index: int) -> None:
+        def timed(function) -> float:
+            started = time.perf_counter()
+            function()
+            return time.perf_counter() - started
 
-    with_loading, without_loading, pipeline = [], [], []
-    for round_ in range(rounds + 1):
-        transform.reseed(round_)
-        iterator = epoch_batches(source, transform, training.batch_size, np.random.default_rng(round_))
+        self.transform.reseed(index)
+        iterator = epoch_batches(self.source, self.transform, self.training.batch_size, np.random.default_rng(index))
         prepared = []
-        pipeline.append(timed(lambda: prepared.extend(fetch(iterator) for _ in range(batches))))
-        without_loading.append(timed(lambda: [step(*batch) for batch in prepared]))
-        iterator = epoch_batches(source, transform, training.batch_size, np.random.default_rng(round_ + 100))
-        with_loading.append(timed(lambda: [step(*fetch(iterator)) for _ in range(batches)]))
-    images = batches * training.batch_size
-    speed = {  # the first round warms up and is left out
-        "with": images / float(np.median(with_loading[1:])),
-        "without": images / float(np.median(without_loading[1:])),
-        "pipeline": images / float(np.median(pipeline[1:])),
-    }
-    return speed
+        self.times["pipeline"].append(timed(lambda: prepared.extend(self._fetch(iterator) for _ in range(self.batches))))
+        self.times["without"].append(timed(lambda: [self._step(*batch) for batch in prepared]))
+        iterator = epoch_batches(self.source, self.transform, self.training.batch_size, np.random.default_rng(index + 100))
+        self.times["with"].append(timed(lambda: [self._step(*self._fetch(iterator)) for _ in range(self.batches)]))
+
+    def speeds(self) -> dict[str, float]:
+        """Images/s, medians over the rounds; the first round warms up and is left out."""
+        images = self.batches * self.training.batch_size
+        return {name: images / float(np.median(times[1:])) for name, times in self.times.items()}
+
+
+def alternating_speeds(probes: list[SpeedProbe], rounds: int = 3) -> list[dict[str, float]]:
+    """Every probe's speeds, the probes taking turns round by round (A B A B ...): the same machine load for each."""
+    for index in range(rounds + 1):
+        for probe in probes:
+            probe.round(index)
+    return [probe.speeds() for probe in probes]
 
 
 def main() -> int:
@@ -125,6 +134,9 @@ def main() -> int:
     parser.add_argument("--resolution", default="192")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training setting, e.g. lr=0.002")
+    parser.add_argument("--compare", action="append", default=None, metavar="KEY=VALUE",
+                        help="also train a candidate with these settings (over --set) and compare: speeds measured in "
+                             "alternating rounds, e.g. --compare batch_size=16 --compare lr=0.006")
     parser.add_argument("-o", "--output", type=Path, default=None, help="run folder (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -140,15 +152,55 @@ def main() -> int:
     cache = DatasetCache(dataset, budget_mb=data_cfg.cache_mb)
     check_seconds = time.perf_counter() - started
     network = Network.create(args.model, knobs, resolution, num_classes=dataset.num_classes)
-    result = train_network(network, dataset=dataset, training=training, run_dir=run_dir, cache=cache,
-                           reporter=EpochPrinter(), export_onnx=True)
-    speed = loading_speeds(args.model, knobs, resolution, dataset, cache, training)
-    m = result.metrics
-    report = {
+    contenders = {"today": training}
+    if args.compare:
+        contenders["candidate"] = TrainingConfig.model_validate(
+            _merged(training.model_dump(mode="json"), training_overrides(args.compare)))
+    results = {}
+    for name, settings in contenders.items():
+        print(f"== training {name}: batch_size {settings.batch_size}, lr {settings.lr:g}", file=sys.stderr, flush=True)
+        results[name] = train_network(network, dataset=dataset, training=settings, run_dir=run_dir / name, cache=cache,
+                                      reporter=EpochPrinter(), export_onnx=True)
+    probes = [SpeedProbe(args.model, knobs, resolution, dataset, cache, settings) for settings in contenders.values()]
+    speeds = dict(zip(contenders, alternating_speeds(probes)))
+    reports = {name: _report(args, contenders[name], results[name].metrics, speeds[name], check_seconds, run_dir / name)
+               for name in contenders}
+    if "candidate" in reports:
+        reports["speed_up"] = {key: speeds["candidate"][key] / speeds["today"][key] for key in ("with", "without")}
+    report = reports if len(contenders) > 1 else reports["today"]
+    if args.json:
+        print(json.dumps(report))
+    elif len(contenders) > 1:
+        keys = list(reports["today"])
+        width = max(map(len, keys))
+        print(f"{'':<{width}}  {'today':>22}  {'candidate':>22}")
+        for key in keys:
+            cells = [reports[n][key] for n in ("today", "candidate")]
+            print(f"{key:<{width}}  " + "  ".join(f"{v:>22.4f}" if isinstance(v, float) else f"{str(v)[:22]:>22}" for v in cells))
+        print(f"{'speed-up with loading':<{width}}  {reports['speed_up']['with']:>22.3f}x")
+        print(f"{'speed-up without loading':<{width}}  {reports['speed_up']['without']:>22.3f}x")
+    else:
+        width = max(map(len, report))
+        for key, value in report.items():
+            shown = f"{value:.4f}" if isinstance(value, float) else value
+            print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merged(merged.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
+
+
+def _report(args, training: TrainingConfig, m: dict[str, Any], speed: dict[str, float], check_seconds: float, run_dir: Path) -> dict[str, Any]:
+    return {
         "model": args.model,
         "knobs": m["knobs"],
         "resolution": m["resolution"],
-        "training": training.model_dump(mode="json"),
+        "batch_size": training.batch_size,
+        "lr": training.lr,
         "test_iou": m["test_iou"],
         "test_miou": m["test_miou"],
         "val_iou": m["val_iou"],
@@ -167,14 +219,6 @@ def main() -> int:
         "threads": torch.get_num_threads(),
         "run_dir": str(run_dir),
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        width = max(map(len, report))
-        for key, value in report.items():
-            shown = f"{value:.4f}" if isinstance(value, float) else value
-            print(f"{key:<{width}}  {shown}")
-    return 0
 
 
 if __name__ == "__main__":

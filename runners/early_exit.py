@@ -2,6 +2,12 @@
 """Segment images with an early-exit network exported by optiseg (device side: numpy + onnxruntime; Pillow to read images).
 
     python3 early_exit.py DEPLOY_DIR image.jpg [more images ...] [--threshold 0.9] [-o OUT_DIR] [--threads 4]
+    python3 early_exit.py DEPLOY_DIR image.jpg --server HOST:5555 [--bits 8]   # the last stage on a server
+
+With ``--server``, an image that leaves at no exit is sent on as the tensors
+the last stage reads (one ``tensor_codec.py`` frame at ``--bits``), and
+``split_server.py stageN.onnx`` on the server runs the last stage and sends its
+class map back.
 
 DEPLOY_DIR holds the chain of stage graphs (``stage1.onnx``, ``stage2.onnx``,
 ...), each exit's upsampling (``exit1.onnx``, ...) and ``exits.json``, which
@@ -64,6 +70,7 @@ class ExitChainRunner:
         self.sessions = [session(s["file"]) for s in self.stages]
         self.upsamples = [session(s["upsample"]) if s["upsample"] else None for s in self.stages]
         self.metadata = self.sessions[0].get_modelmeta().custom_metadata_map
+        self.binary = self.metadata.get("num_classes") == "1"  # one logit per pixel: masks are written 0/255
 
     @property
     def exit_names(self) -> list[str]:
@@ -96,14 +103,21 @@ class ExitChainRunner:
             logits.append(self._logits(index, env))
         return logits, [self._confidences(index, env) for index in range(len(self.stages) - 1)]
 
-    def run_policy(self, tensor: np.ndarray, threshold: float, kind: str = "max_prob") -> tuple[int, np.ndarray, float | None]:
-        """(stage index it left at, its logits (C, H, W), its ``kind`` confidence; None at the final output) for one image."""
+    def run_policy(self, tensor: np.ndarray, threshold: float, kind: str = "max_prob",
+                   remote=None) -> tuple[int, np.ndarray, float | None]:
+        """(stage index it left at, its logits (C, H, W), its ``kind`` confidence; None at the final output) for one image.
+
+        ``remote``: a function that takes the tensors the last stage reads (:meth:`crossing`) and returns its logits
+        (C, H, W), e.g. from a server (then the last stage runs there): the exits run here, the rest there.
+        """
         if kind not in self.manifest["confidences"]:
             raise ValueError(f"unknown confidence {kind!r}: use one of {', '.join(self.manifest['confidences'])}")
         position = self.manifest["confidences"].index(kind)
         env = {self.stages[0]["inputs"][0]: np.asarray(tensor, dtype=np.float32)}
         last = len(self.stages) - 1
         for index in range(last + 1):
+            if index == last and remote is not None:
+                return index, remote(self.crossing(env)), None
             self._run_stage(index, env)
             if index == last:
                 return index, self._logits(index, env), None
@@ -111,6 +125,23 @@ class ExitChainRunner:
             if sure >= threshold:
                 return index, self._logits(index, env), sure
         raise AssertionError("unreachable")
+
+    def crossing(self, env: dict) -> dict:
+        """What the last stage reads (by name), from the tensors the stages before it wrote: what a server needs."""
+        return {name: env[name] for name in self.stages[-1]["inputs"]}
+
+    def run_last(self, tensors: dict) -> np.ndarray:
+        """The last stage on ``tensors`` (its inputs by name): the final logits (C, H, W)."""
+        env = dict(tensors)
+        self._run_stage(len(self.stages) - 1, env)
+        return self._logits(len(self.stages) - 1, env)
+
+    def run_to_last(self, tensor: np.ndarray) -> dict:
+        """Every stage but the last on one image: the tensors they wrote (exits' logits and confidences included)."""
+        env = {self.stages[0]["inputs"][0]: np.asarray(tensor, dtype=np.float32)}
+        for index in range(len(self.stages) - 1):
+            self._run_stage(index, env)
+        return env
 
     def preprocess(self, image) -> np.ndarray:
         """A PIL image -> the float32 input (1, C, H, W) that stage 1's metadata describes."""
@@ -133,6 +164,11 @@ def main() -> int:
     parser.add_argument("--threshold", type=float, default=None, help="confidence to leave at an exit (default: exits.json's)")
     parser.add_argument("-o", "--out", type=Path, default=Path("masks"))
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: onnxruntime decides)")
+    parser.add_argument("--server", default=None, metavar="HOST:PORT",
+                        help="send what the last stage reads to split_server.py there, which runs the last stage "
+                             "(an early_exit_split plan); default: every stage here")
+    parser.add_argument("--bits", type=int, default=None, choices=(32, 16, 8, 4),
+                        help="bits per value on the link (default: exits.json's, else 8)")
     args = parser.parse_args()
     try:
         from PIL import Image
@@ -150,6 +186,13 @@ def main() -> int:
     names = chain.exit_names
     args.out.mkdir(parents=True, exist_ok=True)
     results, counts = [], [0] * len(names)
+    remote, connection = None, None
+    if args.server:
+        try:
+            remote, connection = _remote(args.server, args.bits or policy.get("bits") or 8)
+        except (OSError, ValueError, ImportError) as exc:
+            print(json.dumps({"ok": False, "error": f"cannot reach the server {args.server}: {exc}"}))
+            return 2
     for path in args.images:
         try:
             image = Image.open(path)
@@ -158,20 +201,46 @@ def main() -> int:
             print(json.dumps({"ok": False, "error": f"cannot read image {path}: {exc}"}))
             return 2
         start = time.perf_counter()
-        index, logits, sure = chain.run_policy(tensor, threshold, policy["confidence"])
+        index, logits, sure = chain.run_policy(tensor, threshold, policy["confidence"], remote=remote)
         elapsed_ms = (time.perf_counter() - start) * 1000
-        mask = (logits[0] > 0).astype(np.uint8) * 255 if logits.shape[0] == 1 else logits.argmax(axis=0).astype(np.uint8)
+        if logits.ndim == 2:  # a class map from the server
+            mask = (logits * 255).astype(np.uint8) if chain.binary else logits
+        else:
+            mask = (logits[0] > 0).astype(np.uint8) * 255 if logits.shape[0] == 1 else logits.argmax(axis=0).astype(np.uint8)
         target = args.out / f"{path.stem}.png"
         Image.fromarray(mask).resize(image.size, Image.NEAREST).save(target)
         counts[index] += 1
-        results.append({"image": str(path), "mask": str(target), "exit": names[index],
+        results.append({"image": str(path), "mask": str(target), "exit": names[index] if not (remote and index == len(names) - 1) else "server",
                         "confidence": None if sure is None else round(sure, 6), "ms": round(elapsed_ms, 3)})
+    if connection is not None:
+        connection.close()
     print(json.dumps({
         "ok": True, "threshold": None if threshold == float("inf") else threshold, "confidence": policy["confidence"], "images": results,
         "share": {name: count / len(results) for name, count in zip(names, counts)},
         "mean_ms": round(sum(r["ms"] for r in results) / len(results), 3),
     }))
     return 0
+
+
+def _remote(address: str, bits: int):
+    """A function that sends the last stage's inputs as one ``tensor_codec`` frame and returns the server's class map."""
+    import os
+    import socket
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tensor_codec
+
+    host, _, port = address.rpartition(":")
+    connection = socket.create_connection((host or "127.0.0.1", int(port)), timeout=60)
+
+    def send(tensors: dict) -> np.ndarray:
+        tensor_codec.send_message(connection, tensor_codec.encode_frame(tensors, bits))
+        answer = tensor_codec.recv_message(connection)
+        if answer is None:
+            raise OSError("the server closed the connection")
+        return tensor_codec.decode_mask(answer)
+
+    return send, connection
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
@@ -98,3 +99,59 @@ def test_early_exit_without_exits_is_a_config_error(cli, tmp_path, data_root):
     assert "early_exit needs networks with exits" in result.stderr and "search_space" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs" / "noexits").exists()
+
+
+def test_exits_on_the_device_and_the_last_stage_on_a_server(cli, tmp_path, data_root):
+    config = make_config(tmp_path, data_root, "exitsplit", mode=["device", "early_exit_split"],
+                         search_space={**SMALL, "threshold": [0.99], "bits": [32, 4]},
+                         server={"kind": "local", "name": "edge-server", "measure": FAST_MEASURE},
+                         link={"uplink_mbps": 100, "downlink_mbps": 200, "rtt_ms": 2})
+    result = cli("search", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    done = [read_record(t) for t in load_study(tmp_path, "exitsplit").trials]
+    plans = {r.plan.knob_dict.get("bits"): r for r in done if r.status == "complete" and r.mode == "early_exit_split"}
+    assert set(plans) == {32, 4} and json.loads(result.stdout)["counts"]["networks_trained"] == 1
+    for bits, r in plans.items():
+        exits = r.evaluation.details["exits"]
+        remote, shares = exits["remote"], list(exits["shares"].values())
+        assert remote["bits"] == bits and remote["tensors"] and r.evaluation.details["server_latency"]["codec"]["step"] == "decode"
+        assert remote["ms"] == pytest.approx(remote["device_ms"] + remote["upload_ms"] + remote["server_ms"] + remote["download_ms"])
+        assert exits["cumulative_ms"][-1] == pytest.approx(remote["ms"])
+        assert r.latency_ms == pytest.approx(sum(s * ms for s, ms in zip(shares, exits["cumulative_ms"])))
+        assert r.metric("link_bytes") == pytest.approx(shares[-1] * remote["frame_bytes"])
+        assert r.metric("server_latency_ms") == pytest.approx(shares[-1] * remote["server_ms"])
+        assert r.metric("uplink_mbps") == pytest.approx(r.metric("link_bytes") * 8 * r.metric("fps") / 1e6)
+    assert plans[4].evaluation.details["exits"]["remote"]["frame_bytes"] < 0.3 * plans[32].evaluation.details["exits"]["remote"]["frame_bytes"]
+
+    out = tmp_path / "deploy"
+    deployed = cli("deploy", str(tmp_path / "runs" / "exitsplit"), "--trial", str(plans[32].number), "-o", str(out))
+    assert deployed.returncode == 0, deployed.stderr
+    assert {"split_server.py", "tensor_codec.py", "early_exit.py", "stage3.onnx"} <= {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "exits.json").read_text())
+    assert manifest["policy"]["bits"] == 32 and manifest["policy"]["last_stage"] == "server"
+    assert "split_server.py stage3.onnx" in (out / "README.md").read_text()
+
+    # Every image past the exits (threshold above 1) to the server over a socket: the same masks as the chain run here.
+    pictures = sorted((data_root / "test" / "images").iterdir())[:2]
+    server = subprocess.Popen([sys.executable, str(out / "split_server.py"), str(out / "stage3.onnx"), "--port", "0", "--frames", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(server.stdout.readline())["listening"]
+        remote = subprocess.run([sys.executable, str(out / "early_exit.py"), str(out), *map(str, pictures), "--threshold", "1.5",
+                                 "--server", f"127.0.0.1:{port}", "-o", str(tmp_path / "remote")],
+                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert remote.returncode == 0, remote.stderr
+        assert server.wait(timeout=60) == 0
+    finally:
+        server.kill()
+    report = json.loads(remote.stdout.strip().splitlines()[-1])
+    assert report["ok"] and [i["exit"] for i in report["images"]] == ["server", "server"]
+    local = subprocess.run([sys.executable, str(out / "early_exit.py"), str(out), *map(str, pictures), "--threshold", "1.5",
+                            "-o", str(tmp_path / "local")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    from PIL import Image
+
+    for picture in pictures:
+        a = np.asarray(Image.open(tmp_path / "remote" / f"{picture.stem}.png"))
+        b = np.asarray(Image.open(tmp_path / "local" / f"{picture.stem}.png"))
+        assert a.shape == b.shape and (a == b).mean() > 0.999

@@ -89,6 +89,8 @@ ONE_MODE = {
     "split": {"search_space": {"resolution": [64], "a": [0.25], "cut": ["bottlenecks1"], "bits": [8]}, "mode": ["split"],
               "server": {"kind": "local", "measure": FAST_MEASURE}, "link": {"uplink_mbps": 100}},
     "early_exit": {"search_space": {"resolution": [64], "a": [0.25], "exits": [1], "threshold": [0.9]}, "mode": ["early_exit"]},
+    "early_exit_split": {"search_space": {"resolution": [64], "a": [0.25], "exits": [1], "threshold": [0.9], "bits": [8]},
+                         "mode": ["early_exit_split"], "server": {"kind": "local", "measure": FAST_MEASURE}, "link": {"uplink_mbps": 100}},
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._runners.early_exit import CONFIDENCES, ExitChainRunner
 from ..data import OriginalMasks, ResizedSplit
 from ..training.evaluate import logits_confusion, onnx_input
@@ -36,4 +38,27 @@ def exit_outputs(
             confidences={kind: tuple(sure[kind] for sure in confidences) for kind in CONFIDENCES},
             confusions=tuple(logits_confusion(logits, truth, num_classes) for logits in outputs),
         ))
+    return result
+
+
+def remote_final_confusions(
+    chain: ExitChain,
+    images: ResizedSplit,
+    original_masks: OriginalMasks,
+    *,
+    bits: int,
+    num_classes: int,
+    in_channels: int,
+    threads: int = 0,
+) -> list[np.ndarray]:
+    """Per image, the confusion matrix of the final output when the last stage runs on a server: what it reads is
+    encoded and decoded at ``bits`` (:mod:`optiseg._runners.tensor_codec`, the bytes the device sends) in between."""
+    from .._runners import tensor_codec
+
+    runner = ExitChainRunner(chain.folder, threads)
+    result = []
+    for index in range(len(images)):
+        env = runner.run_to_last(onnx_input(images[index][0], in_channels))
+        received = tensor_codec.decode_frame(tensor_codec.encode_frame(runner.crossing(env), bits))
+        result.append(logits_confusion(runner.run_last(received), original_masks[index], num_classes))
     return result

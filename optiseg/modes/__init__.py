@@ -75,7 +75,7 @@ def mode_for(knobs: Mapping[str, Any]) -> DeploymentMode:
     raise UsageError(f"no {family} mode takes {rest}; " + "; ".join(f"{m.name}: {takes(m)}" for m in candidates))
 
 
-from . import cascade, device, early_exit, int8, split  # noqa: E402,F401  (registers the modes)
+from . import device, int8, split, early_exit, cascade  # noqa: E402,F401,I001  (registers the modes, in this order)
 
 __all__ = ["Artifact", "DeploymentMode", "ModeContext", "get_mode", "is_derived", "list_modes", "mode_for", "modes_of_family",
            "placement_modes", "register_mode"]

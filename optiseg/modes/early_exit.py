@@ -20,6 +20,7 @@ curve is stored as the plan's operating points.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from importlib import resources
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import write_json_atomic
+from .._runners.tensor_codec import BITS, mask_nbytes
 from ..errors import UsageError
 from ..layout import NetworkFolder, PlanFolder
 from ..network import Network
@@ -48,8 +50,11 @@ def chain_folder(network_folder: NetworkFolder) -> PlanFolder:
     return network_folder.plan(CHAIN_FOLDER)
 
 
-def threshold_folder(network_folder: NetworkFolder, threshold: float) -> PlanFolder:
-    return network_folder.plan(f"{CHAIN_FOLDER}-t{threshold:g}")
+def threshold_folder(network_folder: NetworkFolder, plan: DeploymentPlan) -> PlanFolder:
+    """Where one plan's scores live: ``early_exit-t<threshold>``, ``early_exit_split-t<threshold>-b<bits>``."""
+    knobs = plan.knob_dict
+    bits = f"-b{knobs['bits']}" if "bits" in knobs else ""
+    return network_folder.plan(f"{plan.mode}-t{float(knobs['threshold']):g}{bits}")
 
 
 def has_exits(network: Network) -> bool:
@@ -113,33 +118,32 @@ class EarlyExitMode:
         })
 
     def quality(self, plan: DeploymentPlan, trained: Any, context: ModeContext, cost: Evaluation) -> Evaluation:
-        from ..exits import chain_latency, operating_curve, sweep_thresholds
+        from ..exits import operating_curve, sweep_thresholds
 
         network, threshold = plan.network, float(plan.knob_dict["threshold"])
-        scores_file = threshold_folder(context.network_folder, threshold).quality
+        scores_file = threshold_folder(context.network_folder, plan).quality
         stored = read_json(scores_file)
         if stored is not None:
             return Evaluation.from_dict(stored)
         chain = self._trained_chain(network, context)
-        per_image = self._per_image(chain, network, context)
+        per_image, cumulative_ms = self._inputs(chain, network, context, cost, self._per_image(chain, network, context))
         exits = cost.details["exits"]
-        latency = chain_latency(exits["stage_ms"], exits["upsample_ms"])
         scoring = {"class_names": tuple(context.dataset.class_names), "binary": context.dataset.binary,
                    "confidence": CONFIDENCE, "cumulative_macs": chain.cumulative_macs}
-        point, = operating_curve(per_image, latency.cumulative_ms, [threshold], **scoring)
-        curve = operating_curve(per_image, latency.cumulative_ms, sweep_thresholds(per_image, CONFIDENCE), **scoring)
+        point, = operating_curve(per_image, cumulative_ms, [threshold], **scoring)
+        curve = operating_curve(per_image, cumulative_ms, sweep_thresholds(per_image, CONFIDENCE), **scoring)
         whole_iou = trained.metrics.get("test_iou")
         evaluation = cost.merged(
             metrics={"iou": point.iou, "val_iou": trained.metrics.get("val_iou"), "latency_ms": point.expected_ms,
                      "device_latency_ms": point.expected_ms, "fps": 1000.0 / point.expected_ms,
-                     "macs": int(round(point.expected_macs))},
+                     "macs": int(round(point.expected_macs)), **self._expected(point, point.shares, exits)},
             per_class_iou={},
             operating_points=tuple(
                 OperatingPoint("threshold", p.threshold, {"iou": p.iou, "latency_ms": p.expected_ms, "macs": p.expected_macs,
                                                           **{f"share_{n}": s for n, s in zip(chain.exits, p.shares)}})
                 for p in curve if not math.isinf(p.threshold) and p.iou is not None),
             details={
-                "exits": {**exits, "threshold": threshold, "confidence": CONFIDENCE,
+                "exits": {**exits, "cumulative_ms": list(cumulative_ms), "threshold": threshold, "confidence": CONFIDENCE,
                           "shares": dict(zip(chain.exits, point.shares)), "whole_network_macs": cost.get("macs"),
                           "latency_is": "expected over the test split: the share leaving at each output x the time to it"},
                 "iou_source": f"the trained stage graphs run by onnxruntime on the test split, each image leaving at the "
@@ -152,6 +156,17 @@ class EarlyExitMode:
         scores_file.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(scores_file, evaluation.as_dict())
         return evaluation
+
+    def _inputs(self, chain, network: Network, context: ModeContext, cost: Evaluation, per_image):
+        """What the curve is computed from: every image through every output, and the time to each output."""
+        from ..exits import chain_latency
+
+        exits = cost.details["exits"]
+        return per_image, tuple(chain_latency(exits["stage_ms"], exits["upsample_ms"]).cumulative_ms)
+
+    def _expected(self, point, shares, exits: Mapping[str, Any]) -> dict[str, float]:
+        """Figures beyond IoU and latency that depend on where the images leave (none: everything on the device)."""
+        return {}
 
     def _trained_chain(self, network: Network, context: ModeContext):
         from ..checkpoint import load_checkpoint, model_from_checkpoint
@@ -218,6 +233,11 @@ class EarlyExitMode:
         written = write_exit_deployment(chain, curve, out, threshold=threshold, confidence=CONFIDENCE,
                                         latency={k: exits.get(k) for k in ("stage_ms", "upsample_ms", "cumulative_ms")})
         manifest = next(p for p in written if p.name == "exits.json")
+        remote = exits.get("remote")
+        if remote:  # the last stage runs on the server: the device script sends what it reads at the plan's bits
+            content = json.loads(manifest.read_text(encoding="utf-8"))
+            content["policy"].update({"bits": remote["bits"], "last_stage": "server", "crossing": remote["tensors"]})
+            write_json_atomic(manifest, content)
         shares = ", ".join(f"{share:.0%} at {name}" for name, share in (exits.get("shares") or {}).items())
         table = "\n".join(f"| `{name}` | {text} |" for name, text in files.items())
         metrics = record.evaluation.metrics
@@ -248,12 +268,136 @@ python3 early_exit.py . image.jpg --threshold 0.99         # another point of th
 ```
 
 It prints one JSON line per image: the exit it left at, its confidence and the time taken.
-""", encoding="utf-8")
+{_server_text(exits.get("remote"), chain)}""", encoding="utf-8")
         return [manifest, readme]
 
     def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path | None:
         """None: the latency is an expectation over the exits the test images take, not one graph to time again."""
         return None
+
+
+class EarlyExitSplitMode(EarlyExitMode):
+    """The exits on the device, the last stage on the server: an image no exit is sure of sends what the last stage
+    reads (encoded at ``bits``, as split plans send what crosses their cut) and gets its class map back."""
+
+    name = "early_exit_split"
+    family = "early_exit_split"
+    description = "the exits on the device; an image no exit is sure of goes on to the last stage on the server"
+    needs_server = True
+    knobs: Mapping[str, tuple[Any, ...]] = {"threshold": THRESHOLDS, "bits": BITS}
+
+    def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:
+        bits = knobs.get("bits", 8)
+        if isinstance(bits, bool) or bits not in BITS:
+            raise UsageError(f"bits={bits!r} is invalid: choose one of {', '.join(map(str, BITS))}")
+        plan = super().plan(network, knobs)
+        return DeploymentPlan(mode=self.name, networks=plan.networks, knobs=(("bits", int(bits)), *plan.knobs),
+                              placement=(("exits", "device"), ("last stage", "server")))
+
+    def cost(self, plan: DeploymentPlan, context: ModeContext) -> Evaluation:
+        from ..devices import CodecStep
+        from ..exits import load_exit_chain
+
+        if context.link is None or context.measure_server is None:
+            raise UsageError("an early_exit_split plan needs a server and a link: add `server:` and `link:` to the study config")
+        base = super().cost(plan, context)
+        network, bits = plan.network, int(plan.knob_dict["bits"])
+        folder = chain_folder(context.network_folder).path / "untrained"
+        chain = load_exit_chain(folder)
+        last = chain.stages[-1]
+        crossing = folder / "crossing.onnx"
+        if not crossing.is_file():
+            write_crossing_graph(last.path, crossing)
+        encode = context.measure(crossing, folder / f"crossing-latency+encode{bits}.json",
+                                 f"{network.key}@exit-crossing+encode{bits}", codec=CodecStep("encode", bits))
+        server = context.measure_server(last.path, folder / f"stage{last.index}-server-latency+decode{bits}.json",
+                                        f"{network.key}@exit-stage{last.index}+decode{bits}", codec=CodecStep("decode", bits))
+        frame_bytes, mask_bytes = crossing_frame_bytes(last.path, bits), mask_nbytes(*network.resolution)
+        exits = base.details["exits"]
+        device_ms = sum(exits["stage_ms"][:-1]) + float(encode["median_ms"])
+        remote = {
+            "bits": bits, "frame_bytes": frame_bytes, "mask_bytes": mask_bytes, "tensors": list(last.inputs),
+            "device_ms": device_ms, "encode_ms": float(encode["median_ms"]), "server_ms": float(server["median_ms"]),
+            "upload_ms": context.link.upload_ms(frame_bytes), "download_ms": context.link.download_ms(mask_bytes),
+            "link": context.link.model_dump(mode="json"),
+            "placement": {"exits": context.device_label, "last stage": context.server_label},
+        }
+        remote["ms"] = device_ms + remote["upload_ms"] + remote["server_ms"] + remote["download_ms"]
+        return base.merged(details={"exits": {**exits, "remote": remote}, "server_latency": server, "encode_latency": encode})
+
+    def _expected(self, point, shares, exits: Mapping[str, Any]) -> dict[str, float]:
+        remote, sent = exits["remote"], shares[-1]
+        device = sum(share * ms for share, ms in zip(shares[:-1], exits["cumulative_ms"][:-1])) + sent * remote["device_ms"]
+        link_bytes = sent * remote["frame_bytes"]
+        fps = 1000.0 / point.expected_ms
+        return {"device_latency_ms": device, "server_latency_ms": sent * remote["server_ms"],
+                "link_ms": sent * (remote["upload_ms"] + remote["download_ms"]), "link_bytes": link_bytes,
+                "uplink_mbps": link_bytes * 8 * fps / 1e6}
+
+    def _inputs(self, chain, network: Network, context: ModeContext, cost: Evaluation, per_image):
+        """The curve's inputs with the last output on the server: its confusions through the codec, its time the remote path's."""
+        from ..exits import ImageExits
+
+        exits = cost.details["exits"]
+        finals = self._remote_finals(chain, network, context, int(exits["remote"]["bits"]))
+        per_image = [ImageExits(confidences=image.confidences, confusions=(*image.confusions[:-1], final))
+                     for image, final in zip(per_image, finals)]
+        return per_image, (*exits["cumulative_ms"][:-1], exits["remote"]["ms"])
+
+    def _remote_finals(self, chain, network: Network, context: ModeContext, bits: int):
+        from ..exits.collect import remote_final_confusions
+
+        path = chain.folder.parent / f"finals-test-b{bits}.json"
+        stored = read_json(path)
+        if stored is not None and stored.get("chain") == str(chain.max_abs_diff):
+            return [np.asarray(m, dtype=np.int64) for m in stored["confusions"]]
+        with timed(context, "score_s"):
+            context.stage(f"running the last stage on the test split, {bits} bits on the link")
+            finals = remote_final_confusions(chain, context.cache.resized("test", network.resolution),
+                                             context.cache.original_masks("test"), bits=bits,
+                                             num_classes=len(context.dataset.class_names), in_channels=network.in_channels)
+        write_json_atomic(path, {"chain": str(chain.max_abs_diff), "confusions": [m.tolist() for m in finals]})
+        return finals
+
+    def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]:
+        runners = resources.files("optiseg._runners")
+        return [*super().artifacts(plan, network_folder), *(
+            Artifact(Path(str(runners.joinpath(name))), name, text) for name, text in (
+                ("split_server.py", "runs the last stage on the server: `python3 split_server.py stageN.onnx`"),
+                ("tensor_codec.py", "the tensor format on the link (both sides import it)")))]
+
+
+def write_crossing_graph(last_stage: Path, out: Path) -> Path:
+    """An ONNX graph that passes on what ``last_stage`` reads (Identity per tensor): timed with the link's encoding,
+    it gives the device's cost of sending those tensors."""
+    import onnx
+    from onnx import helper
+
+    from ..export import DEFAULT_OPSET
+
+    inputs = onnx.load(str(last_stage), load_external_data=False).graph.input
+    nodes = [helper.make_node("Identity", [i.name], [f"{i.name}_sent"]) for i in inputs]
+    outputs = [helper.make_tensor_value_info(f"{i.name}_sent", i.type.tensor_type.elem_type,
+                                             [d.dim_value for d in i.type.tensor_type.shape.dim]) for i in inputs]
+    graph = helper.make_graph(nodes, "crossing", list(inputs), outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def crossing_frame_bytes(last_stage: Path, bits: int) -> int:
+    """The bytes of one frame of what ``last_stage`` reads at ``bits`` (the payload's size does not depend on the values)."""
+    import onnx
+
+    from .._runners import tensor_codec
+
+    inputs = onnx.load(str(last_stage), load_external_data=False).graph.input
+    rng = np.random.default_rng(0)
+    tensors = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32) for i in inputs}
+    return len(tensor_codec.encode_frame(tensors, bits))
 
 
 def _load(folder: Path, load):
@@ -267,8 +411,29 @@ def _load(folder: Path, load):
     return chain if all(s.path.is_file() and (s.upsample is None or s.upsample.is_file()) for s in chain.stages) else None
 
 
+def _server_text(remote: Mapping[str, Any] | None, chain) -> str:
+    if not remote:
+        return ""
+    last = chain.stages[-1].path.name
+    return f"""
+## The last stage on the server
+
+This plan runs the exits on the device and `{last}` on the server: an image no exit is sure of
+sends what `{last}` reads ({', '.join(f'`{t}`' for t in remote['tensors'])}: {remote['frame_bytes']:,} bytes per frame at
+{remote['bits']} bits) and gets its class map back ({remote['mask_bytes']:,} bytes).
+
+```bash
+python3 split_server.py {last} --host 0.0.0.0 --port 5555                 # on the server
+python3 early_exit.py . image.jpg --server SERVER:5555 --bits {remote['bits']}       # on the device
+```
+
+The link is not encrypted: run it inside a trusted network or a tunnel (`ssh -L 5555:localhost:5555 server`).
+"""
+
+
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
 register_mode(EarlyExitMode())
+register_mode(EarlyExitSplitMode())

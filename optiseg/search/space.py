@@ -299,8 +299,9 @@ def build_search_space(
     if "device" not in modes:
         choices.pop("precision", None)
         baseline.pop("precision", None)
-    if "early_exit" in modes and not any(int(v) > 0 for v in (*choices.get("exits", ()), baseline.get("exits", 0))):
-        raise ConfigError(f"{source}: mode early_exit needs networks with exits, but search_space.exits is not open",
+    exit_modes = [m for m in modes if m in ("early_exit", "early_exit_split")]
+    if exit_modes and not any(int(v) > 0 for v in (*choices.get("exits", ()), baseline.get("exits", 0))):
+        raise ConfigError(f"{source}: mode {exit_modes[0]} needs networks with exits, but search_space.exits is not open",
                           hint="add e.g. `search_space: {exits: [0, 2]}` (0: networks without exits, deployed whole)")
     for name in mode_knobs:  # a deployment knob's baseline is its first choice: narrowing never widens it
         allowed = _mode_knob_values(name, model, baseline, choices)
