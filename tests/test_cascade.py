@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 import yaml
@@ -31,10 +32,12 @@ from optiseg.cascade._routers import LinearHead, RoutedModel
 from optiseg.cascade._device_graph import export_device_graph
 from optiseg.cascade._features import statistic_names
 from optiseg.data import OriginalMasks, ResizedSplit
+from optiseg.records import load_records
 from optiseg.training.evaluate import per_image_confusions, score_onnx_predictions
 from optiseg.training.metrics import confusion_matrix
 
 FAST_MEASURE = {"threads": 1, "warmup": 1, "min_runs": 5, "min_seconds": 0}
+LIMIT_MBPS = 5.0
 BINARY = ("background", "foreground")
 
 
@@ -234,8 +237,12 @@ def multiclass_study(tmp_path_factory):
     config = {
         "study": "belt3", "model": "fastscnn", "effort": "beginner", "resolution": 96,
         "search_space": {"resolution": [64, 96], "a": [0.25], "t": [2], "r": [1]},
+        "mode": ["device", "cascade"],  # the search then adds the cascade of its two networks to the front
         "data": {"root": str(folder / "data"), "synthetic": {"n": 32, "classes": 3, "width": 128, "height": 96}},
         "training": {"epochs": 2, "batch_size": 4}, "device": {"kind": "local", "measure": FAST_MEASURE},
+        "server": {"kind": "local", "name": "edge-server", "measure": FAST_MEASURE},
+        "link": {"uplink_mbps": 50, "downlink_mbps": 100, "rtt_ms": 2},
+        "constraints": {"max_uplink_mbps": LIMIT_MBPS},
         "budget": {"n_trials": 2}, "sampler": "grid", "output": str(folder / "runs"), "confirm": False,
     }
     path = folder / "belt3.yaml"
@@ -247,7 +254,8 @@ def multiclass_study(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_cascade_of_a_multiclass_study_end_to_end(cli, multiclass_study, tmp_path):
-    trials = {t["resolution"]: str(t["trial"]) for t in json.loads(cli("front", str(multiclass_study), "--all", "--json").stdout)["trials"]}
+    trials = {t["resolution"]: str(t["trial"]) for t in json.loads(cli("front", str(multiclass_study), "--all", "--json").stdout)["trials"]
+              if t["mode"] == "device"}
     pair = ("--small", trials["64x64"], "--large", trials["96x96"])
     first = cli("cascade", str(multiclass_study), *pair, "--json", "--points", "6", "--deploy", str(tmp_path / "deploy"))
     assert first.returncode == 0, first.stderr
@@ -265,7 +273,7 @@ def test_a_cascade_of_a_multiclass_study_end_to_end(cli, multiclass_study, tmp_p
             result["costs"]["decision"]["upload_ms"] + result["costs"]["decision"]["server_ms"] + result["costs"]["decision"]["download_ms"]))
         assert point["link_bytes"] == pytest.approx(point["share_sent"] * (96 * 96 * 3 + 96 * 96))
     assert result["latencies"]["device-decision"]["median_ms"] > 0 and result["latencies"]["large"]["median_ms"] > 0
-    assert result["router_fit"]["sources"] == ["val"] and result["notes"]["server"].startswith("this machine")
+    assert result["router_fit"]["sources"] == ["val"] and result["notes"]["server"] == ""  # the study's server: section
     folder = Path(result["folder"])
     assert {p.name for p in (folder / "scores").iterdir()} == {f"{r}-{s}.json" for r in ("small", "large") for s in ("train", "val", "test")}
     deployed = {p.name for p in (tmp_path / "deploy").iterdir()}
@@ -295,6 +303,59 @@ def test_trials_that_do_not_exist_or_were_not_trained_are_refused(cli, multiclas
     assert result.returncode == 2 and "has no trial 99" in result.stderr and "Traceback" not in result.stderr
     same = cli("cascade", str(multiclass_study), "--small", "0", "--large", "0")
     assert same.returncode == 2 and "are the same" in same.stderr
+
+
+@pytest.mark.slow
+def test_cascade_points_join_the_front_without_training(cli, multiclass_study, tmp_path):
+    study = optuna.load_study(study_name="belt3", storage=f"sqlite:///{multiclass_study / 'optuna.db'}")
+    trial_records = load_records(study)
+    trained = [r for r in trial_records if r.mode == "device" and r.status == "complete"]
+    cascades = [r for r in trial_records if r.mode == "cascade"]
+    assert len(trained) == 2 and all(r.trained for r in trained)
+    assert len(cascades) >= 3 and all(r.status == "complete" and not r.trained for r in cascades)
+    small = min(trained, key=lambda r: r.latency_ms)
+    large = max(trained, key=lambda r: r.iou)
+    for r in cascades:
+        details = r.evaluation.details["cascade"]
+        assert r.derived_from == (details["small_trial"], details["large_trial"])
+        assert (details["small_trial"], details["large_trial"]) == (small.number, large.number)
+        assert [n.key for n in r.plan.networks] == [small.network.key, large.network.key]
+        costs = details["costs"]
+        share = details["share_sent"]
+        assert r.latency_ms == pytest.approx(r.metric("device_latency_ms") + share * (costs["upload_ms"] + costs["server_ms"] + costs["download_ms"]))
+        assert r.metric("uplink_mbps") == pytest.approx(r.metric("link_bytes") * 8 * r.metric("fps") / 1e6)
+        assert r.constraints["max_uplink_mbps"] == pytest.approx(r.metric("uplink_mbps") - LIMIT_MBPS)
+        assert r.feasible == (r.metric("uplink_mbps") <= LIMIT_MBPS)
+    shares = sorted(r.evaluation.details["cascade"]["share_sent"] for r in cascades)
+    assert shares[0] == 0.0 and shares[-1] == 1.0
+    assert any(not r.feasible for r in cascades)  # sending every frame needs more than the limit
+
+    front = json.loads(cli("front", str(multiclass_study), "--all", "--json").stdout)
+    rows = {row["trial"]: row for row in front["trials"]}
+    assert all(rows[r.number]["mode"] == "cascade" and rows[r.number]["derived_from"] == [small.number, large.number]
+               for r in cascades)
+
+    chosen = next(r for r in cascades if 0 < r.evaluation.details["cascade"]["share_sent"] < 1)
+    out = tmp_path / "deploy"
+    deployed = cli("deploy", str(multiclass_study), "--trial", str(chosen.number), "-o", str(out))
+    assert deployed.returncode == 0, deployed.stderr
+    assert {"device.onnx", "server.onnx", "thresholds.json", "policy.json", "cascade_device.py", "cascade_server.py",
+            "tensor_codec.py", "README.md", "metrics.json"} <= {p.name for p in out.iterdir()}
+    table = json.loads((out / "thresholds.json").read_text())
+    assert table["default_threshold"] == pytest.approx(chosen.plan.knob_dict["threshold"], abs=1e-6)
+
+    again = cli("search", str(multiclass_study.parent.parent / "belt3.yaml"), "--json")  # resumed: the pair's plans are stored
+    assert again.returncode == 0, again.stderr
+    assert len([r for r in load_records(study) if r.mode == "cascade"]) == len(cascades)
+    assert json.loads(again.stdout)["finished_this_run"] == 0
+
+
+def test_a_cascade_alone_is_a_config_error(cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"study": "c", "model": "fastscnn", "mode": ["cascade"], "data": {"root": str(tmp_path)},
+                                      "server": {"kind": "local"}, "link": {"uplink_mbps": 10, "rtt_ms": 1}}))
+    result = cli("search", str(config))
+    assert result.returncode == 2 and "pairs networks the search trains" in result.stderr and "Traceback" not in result.stderr
 
 
 # ---------------------------------------------------------------- 5. the deploy scripts over a socket

@@ -13,7 +13,7 @@ from ._common import print_json, stderr_console, stdout_console
 
 FRONT_COLUMNS = ("trial", "status", "plan", "mode", "precision", "model", "resolution", "in_channels", "knobs",
                  "params", "macs", "activation_mb", "onnx_mb", "device_mb", "latency_ms", "latency_p90_ms", "fps",
-                 "iou", "miou", "feasible", "duplicate_of", "imported_from", "retry_of", "error", "error_retryable",
+                 "iou", "miou", "feasible", "duplicate_of", "imported_from", "retry_of", "derived_from", "error", "error_retryable",
                  "latency_first_ms", "latency_low_ms", "latency_high_ms", "latency_rounds", "latency_source", "tied_with")
 
 
@@ -168,8 +168,10 @@ def _front_rows(trial_records, ties=None):
             "device_mb": r.metric("device_mb"), "latency_ms": r.latency_ms, "latency_p90_ms": r.latency_p90_ms,
             "fps": r.fps, "iou": r.iou, "miou": r.metric("miou") if r.iou is not None else None,
             "feasible": r.feasible, "duplicate_of": r.duplicate_of, "imported_from": r.imported_from,
-            "retry_of": r.retry_of, "error": r.error, "error_retryable": r.error_retryable if r.error else None,
+            "retry_of": r.retry_of, "derived_from": list(r.derived_from) if r.derived_from else None,
+            "error": r.error, "error_retryable": r.error_retryable if r.error else None,
             "metrics": dict(r.evaluation.metrics), "per_class_iou": dict(r.evaluation.per_class_iou),
+            "operating_points": [p.as_dict() for p in r.evaluation.operating_points],
             "violations": r.violations,
             "latency_revision": revision, "confirmed": bool(revision and revision.get("source") == "confirm"),
             "latency_first_ms": revision.get("first_ms") if revision else None,

@@ -78,3 +78,19 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # a torn write from a killed run: compute again
+
+
+def against_whole_network(iou: float | None, trained: Any) -> dict[str, Any]:
+    """Details of a plan whose IoU differs from its network's own (the PyTorch network's test IoU): both, and the change."""
+    whole = trained.metrics.get("test_iou")
+    return {"whole_network_iou": whole, "iou_change": None if whole is None or iou is None else iou - whole,
+            "training": dict(trained.metrics)}
+
+
+def keep_scores(path: Path, evaluation):
+    """Write a plan's quality evaluation where ``quality`` reads it back (so it is computed once); return it."""
+    from .._atomic import write_json_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, evaluation.as_dict())
+    return evaluation

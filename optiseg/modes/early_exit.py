@@ -37,7 +37,7 @@ from ..network import Network
 from ..plans import DeploymentPlan, Evaluation, OperatingPoint
 from . import register_mode
 from ._base import Artifact, ModeContext
-from ._common import MB, NOTHING_REMOTE, read_json, timed, untrained_network
+from ._common import MB, NOTHING_REMOTE, against_whole_network, keep_scores, read_json, timed, untrained_network
 
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)  # a trained binary network is sure: 0.99..0.999 matter
 CONFIDENCE = "max_prob"
@@ -132,7 +132,6 @@ class EarlyExitMode:
                    "confidence": CONFIDENCE, "cumulative_macs": chain.cumulative_macs}
         point, = operating_curve(per_image, cumulative_ms, [threshold], **scoring)
         curve = operating_curve(per_image, cumulative_ms, sweep_thresholds(per_image, CONFIDENCE), **scoring)
-        whole_iou = trained.metrics.get("test_iou")
         evaluation = cost.merged(
             metrics={"iou": point.iou, "val_iou": trained.metrics.get("val_iou"), "latency_ms": point.expected_ms,
                      "device_latency_ms": point.expected_ms, "fps": 1000.0 / point.expected_ms,
@@ -148,14 +147,10 @@ class EarlyExitMode:
                           "latency_is": "expected over the test split: the share leaving at each output x the time to it"},
                 "iou_source": f"the trained stage graphs run by onnxruntime on the test split, each image leaving at the "
                               f"first exit with {CONFIDENCE} >= {threshold:g}",
-                "whole_network_iou": whole_iou,
-                "iou_change": None if whole_iou is None or point.iou is None else point.iou - whole_iou,
-                "training": dict(trained.metrics),
+                **against_whole_network(point.iou, trained),
             },
         )
-        scores_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(scores_file, evaluation.as_dict())
-        return evaluation
+        return keep_scores(scores_file, evaluation)
 
     def _inputs(self, chain, network: Network, context: ModeContext, cost: Evaluation, per_image):
         """What the curve is computed from: every image through every output, and the time to each output."""

@@ -27,7 +27,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .._atomic import write_json_atomic
 from .._runners.tensor_codec import BITS, mask_nbytes
 from ..devices import CodecStep
 from ..errors import UsageError
@@ -37,7 +36,7 @@ from ..plans import DeploymentPlan, Evaluation
 from ..split.timing import SplitTiming
 from . import register_mode
 from ._base import Artifact, ModeContext
-from ._common import MB, read_json, timed
+from ._common import MB, against_whole_network, keep_scores, read_json, timed
 
 DEFAULT_BITS = 8
 
@@ -146,21 +145,16 @@ class SplitMode:
                 head_file, tail_file, context.cache.resized("test", network.resolution), context.cache.original_masks("test"),
                 bits=bits, class_names=tuple(dataset.class_names), binary=dataset.binary, in_channels=network.in_channels,
             )
-        whole_iou = trained.metrics.get("test_iou")
         evaluation = cost.merged(
             metrics={"iou": scores.primary_iou, "miou": scores.mean_iou, "val_iou": trained.metrics.get("val_iou")},
             per_class_iou={k: v for k, v in zip(scores.class_names, scores.iou) if v is not None},
             details={
                 "iou_source": f"the trained head and tail run by onnxruntime on the test split, what crosses encoded "
                               f"and decoded at {bits} bits in between",
-                "whole_network_iou": whole_iou,
-                "iou_change": None if whole_iou is None or scores.primary_iou is None else scores.primary_iou - whole_iou,
-                "training": dict(trained.metrics),
+                **against_whole_network(scores.primary_iou, trained),
             },
         )
-        scores_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(scores_file, evaluation.as_dict())
-        return evaluation
+        return keep_scores(scores_file, evaluation)
 
     def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]:
         folder = plan_folder(network_folder, str(plan.knob_dict["cut"]))
