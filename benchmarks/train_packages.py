@@ -77,9 +77,9 @@ class SpeedProbe:
     training images/s with loading (decode cache -> augment -> tensor -> step) and without (steps on batches
     prepared beforehand), and the loading pipeline alone."""
 
-    def __init__(self, model_name, knobs, resolution, dataset, cache, training: TrainingConfig, batches: int = 24):
+    def __init__(self, model_name, knobs, resolution, dataset, cache, training: TrainingConfig, images: int = 96):
         torch.manual_seed(0)
-        self.training, self.batches = training, batches
+        self.training, self.batches = training, max(2, images // training.batch_size)  # the same images at every batch size
         self.model = build_model(model_name, knobs, dataset.num_classes, 3).to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr)
         self.loss_fn = SegmentationLoss(dataset.num_classes, training.dice_weight)
@@ -162,7 +162,7 @@ def main() -> int:
         results[name] = train_network(network, dataset=dataset, training=settings, run_dir=run_dir / name, cache=cache,
                                       reporter=EpochPrinter(), export_onnx=True)
     probes = [SpeedProbe(args.model, knobs, resolution, dataset, cache, settings) for settings in contenders.values()]
-    speeds = dict(zip(contenders, alternating_speeds(probes)))
+    speeds = dict(zip(contenders, alternating_speeds(probes, rounds=5)))
     reports = {name: _report(args, contenders[name], results[name].metrics, speeds[name], check_seconds, run_dir / name)
                for name in contenders}
     if "candidate" in reports:
