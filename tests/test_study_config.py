@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -75,3 +77,14 @@ def test_durations():
 
     assert parse_duration("90s") == 90 and parse_duration("30m") == 1800 and parse_duration("2h") == 7200
     assert parse_duration(45) == 45 and parse_duration("1.5h") == 5400
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_is_valid_and_builds_its_search_space(path):
+    from optiseg.config import load_config
+    from optiseg.search.space import build_search_space
+
+    config = load_config(path).config
+    space = build_search_space(config.model, config.effort, config.search_space, config.resolution, source=str(path),
+                               modes=config.mode)
+    assert space.size >= 1
