@@ -502,6 +502,12 @@ def promotion_attrs(number: int, rung: int) -> dict[str, Any]:
     return {_RUNG: rung, _PROMOTION_OF: number}
 
 
+def promotion_of(trial) -> int | None:
+    """The lower rung's trial whose network this (queued or running) trial trains on, or None."""
+    value = trial.user_attrs.get(_PROMOTION_OF)
+    return None if value is None else int(value)
+
+
 def promoted_trials(study) -> set[int]:
     """The trials whose network a trial of the next rung was queued for (whatever became of that one)."""
     return {int(t.user_attrs[_PROMOTION_OF]) for t in study.get_trials(deepcopy=False) if _PROMOTION_OF in t.user_attrs}

@@ -70,3 +70,44 @@ def test_a_search_in_rungs_trains_the_promising_networks_on_and_keeps_the_rest_o
     expected = sum(2 * images * r.macs for r in partial_trials if r.number not in {c.promotion_of for c in complete})
     expected += sum(6 * images * r.macs for r in complete)
     assert front["training"]["compute_macs"] == pytest.approx(expected)
+
+
+def test_a_promotion_that_would_pass_the_training_budget_is_skipped_once_the_study_has_a_front():
+    from types import SimpleNamespace
+
+    import optuna
+
+    from optiseg import records
+    from optiseg.network import Network
+    from optiseg.plans import DeploymentPlan, Evaluation
+    from optiseg.search.loop import _promotion_over_budget
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def add(a: float, compute: float, status: str, epochs: int) -> int:
+        trial = study.ask()
+        writer = records.TrialWriter(trial)
+        network = Network.create("fastscnn", {"a": a}, 64)
+        writer.start(DeploymentPlan(mode="device", networks=(network,), knobs=(("precision", "fp32"),)), network.key, "test")
+        writer.evaluate(Evaluation(metrics={"iou": 0.9, "latency_ms": 1.0, "train_compute": compute},
+                                   details={"fidelity": {"rung": 0, "rungs": [2, 6], "epochs": epochs}}))
+        writer.status(status)
+        study.tell(trial, [0.9, 1.0])
+        return trial.number
+
+    partial_number = add(0.25, 20.0, PARTIAL, 2)  # 2 of 6 epochs: going on costs 2 x 20 more
+    queued = SimpleNamespace(user_attrs=records.promotion_attrs(partial_number, 1))
+
+    def env(budget):
+        return SimpleNamespace(config=SimpleNamespace(budget=SimpleNamespace(train_compute=budget),
+                                                      fidelity=FidelityConfig(eta=3, min_epochs=2),
+                                                      training=SimpleNamespace(epochs=6)))
+
+    assert _promotion_over_budget(study, env(25.0), queued) is None  # no front yet: the first whole training runs
+    add(0.5, 100.0, COMPLETE, 6)
+    reason = _promotion_over_budget(study, env(130.0), queued)  # 120 spent + 40 > 130
+    assert reason is not None and f"promotion of trial {partial_number} skipped" in reason and "to 160 of" in reason
+    assert _promotion_over_budget(study, env(200.0), queued) is None  # it fits
+    assert _promotion_over_budget(study, env(None), queued) is None  # no budget
+    assert _promotion_over_budget(study, env(130.0), SimpleNamespace(user_attrs={})) is None  # not a promotion

@@ -238,6 +238,12 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
                 return "every plan of the grid was tried (see the failed ones with `optiseg front --all`)", finished
 
         trial = study.ask()
+        over = _promotion_over_budget(study, env, trial)
+        if over is not None:
+            records.record_skipped(trial, over)
+            study.tell(trial, state=TrialState.FAIL)
+            progress.log(f"trial {trial.number}: {over}")
+            continue
         try:
             plan = space.suggest(trial, num_classes)
         except PlanNotApplicable as exc:  # e.g. a split cut after a module this network leaves out
@@ -326,6 +332,31 @@ def _promote(study: optuna.Study, env) -> None:
             study.enqueue_trial(params, user_attrs=records.promotion_attrs(record.number, rung + 1), skip_if_exists=False)
             env.progress.log(f"trial {record.number} ({record.plan_key}) goes on to rung {rung + 2} of {len(rungs)}: "
                              f"{rungs[rung + 1]} epochs")
+
+
+def _promotion_over_budget(study: optuna.Study, env, trial) -> str | None:
+    """Why a promotion must not run (it would take the study's training past ``budget.train_compute`` while some
+    network is already trained whole, so the study has a front without it), or None to run it."""
+    budget = env.config.budget.train_compute
+    source = records.promotion_of(trial)
+    if budget is None or source is None or env.config.fidelity is None:
+        return None
+    trial_records = load_records(study)
+    if not any(r.status == COMPLETE for r in trial_records):
+        return None  # the study's first whole training: it gives the study its front
+    partial = next((r for r in trial_records if r.number == source), None)
+    rung = records.rung_of(trial)
+    rungs = env.config.fidelity.rungs(env.config.training.epochs)
+    spent = training_totals(trial_records)["compute_macs"]
+    done = partial.metric("train_compute") if partial is not None else None
+    epochs = (partial.evaluation.details.get("fidelity") or {}).get("epochs") if partial is not None else None
+    if done is None or not epochs or rung is None:
+        return None
+    added = float(done) * (rungs[min(rung, len(rungs) - 1)] / float(epochs) - 1.0)
+    if spent + added <= budget:
+        return None
+    return (f"promotion of trial {source} skipped: its {added:.3g} MACs would take the training to {spent + added:.3g} "
+            f"of budget.train_compute {budget:.3g}")
 
 
 def _finish_best(study: optuna.Study, env) -> bool:
