@@ -17,7 +17,7 @@ from optiseg.devices._script import RUNNER_FILES
 from optiseg.config.device import DeviceConfig
 from optiseg.devices import open_pool
 from optiseg.devices.ssh import SSHRunner
-from optiseg.errors import DeviceError, UsageError
+from optiseg.errors import ConfigError, DeviceError, UsageError
 
 from sshd import executable, runner_for
 
@@ -214,9 +214,12 @@ def test_a_wrong_key_is_an_auth_error_naming_host_and_user(sshd, ssh_device, mat
     assert "ssh-copy-id" in message
 
 
-@pytest.mark.parametrize(("name", "message"), [("absent", "cannot read the key file"), ("client_key.pub", "not a private key")])
-def test_an_unusable_key_file_is_named(sshd, ssh_device, matmul_onnx, name, message):
-    with pytest.raises(DeviceError, match=message):
+@pytest.mark.parametrize(("name", "error", "message"), [
+    ("absent", ConfigError, "device.key_file: .*absent does not exist"),  # refused before any connection
+    ("client_key.pub", DeviceError, "not a private key"),
+])
+def test_an_unusable_key_file_is_named(sshd, ssh_device, matmul_onnx, name, error, message):
+    with pytest.raises(error, match=message):
         runner_for({**ssh_device, "key_file": str(sshd.folder / name)}).measure(matmul_onnx)
 
 

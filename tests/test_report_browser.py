@@ -142,7 +142,7 @@ def test_a_study_without_trials_renders_too(browser, tmp_path):
 
 def test_cli_errors_name_the_problem(tmp_path):
     done = run_cli("report", str(tmp_path / "nowhere"))
-    assert done.returncode == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "does not exist" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_samples_say_why_a_model_is_missing(study, tmp_path):
