@@ -31,7 +31,7 @@ one candidate, data and devices:
   optiseg models | summary | export | train        architectures, costs, ONNX, training
   optiseg split --model M --resolution HxW         cut points: device cost, tensors crossing, bitrate
   optiseg device link-test HOST [--write CFG]      bandwidth and round-trip time to a server, as a config's link:
-  optiseg exits --run RUN --data CONFIG            early exits: per-exit IoU, MACs, latency; operating curve
+  optiseg exits STUDY --trial N                    early exits: per-exit IoU, MACs, latency; operating curve
   optiseg cascade STUDY [--small N] [--large M]    small on the device, hard images to a server: the curve
   optiseg data check CONFIG | data synth OUT        validate a data set, make a synthetic one
   optiseg device check NAME | device trust NAME    prepare a device; optiseg bench MODEL.onnx
