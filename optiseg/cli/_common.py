@@ -70,10 +70,9 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
 
 def human_count(value: float) -> str:
     """1234567 -> '1.23 M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f} {unit}"
-    return f"{value:g}"
+    from .._units import si
+
+    return si(value)
 
 
 def study_config(handle):

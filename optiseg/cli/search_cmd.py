@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ._common import print_json, stderr_console, stdout_console
+from ._common import human_count, print_json, stderr_console, stdout_console
 
 FRONT_COLUMNS = ("trial", "status", "plan", "mode", "precision", "model", "resolution", "in_channels", "knobs",
                  "params", "macs", "activation_mb", "onnx_mb", "device_mb", "latency_ms", "latency_p90_ms", "fps",
@@ -113,7 +113,7 @@ def _print_summary(summary) -> None:
     counts = summary.counts
     trained = f"{counts.get('networks_trained', 0)} networks trained"
     if counts.get("training_compute_macs"):
-        trained += f": {counts['training_compute_macs'] / 1e15:.3g} PMAC, {format_duration(counts.get('training_seconds') or 0)}"
+        trained += f": {human_count(counts['training_compute_macs'])}MAC, {format_duration(counts.get('training_seconds') or 0)}"
     parts = [f"{counts.get('complete', 0)} plans complete ({trained})", f"{counts.get('too_slow', 0)} too slow"]
     for key, label in (("failed", "failed"), ("interrupted", "interrupted"), ("skipped", "skipped"), ("imported", "imported")):
         if counts.get(key):

@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from .._units import si
 from ..config import EFFORTS
 from ..models import format_knob_value
 from ..plans import get_metric
@@ -742,7 +743,7 @@ def budget_facts(
     facts.append(Fact("time in trials", format_seconds(timing.trial_seconds)))
     totals = training_totals(records)
     if totals["networks"]:
-        facts.append(Fact("training", f"{totals['networks']} networks, {totals['compute_macs'] / 1e15:.3g} PMAC "
+        facts.append(Fact("training", f"{totals['networks']} networks, {si(totals['compute_macs'])}MAC "
                           f"(epochs x training images x MACs per image), {format_seconds(totals['seconds'])}"))
     if span_s is not None:
         facts.append(Fact("first trial start to last trial end", format_seconds(span_s)))
