@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     front.add_argument("study", type=Path, help="study folder (e.g. runs/quickstart) or the study's config file")
     front.add_argument("--all", action="store_true", help="every trial with its status and cause, not only the front")
     front.add_argument("--mode", action="append", metavar="MODE",
-                       help="only plans of this deployment mode or precision (device, int8, split, fp32; repeatable)")
+                       help="only plans of this deployment mode or precision (device, int8, split, early_exit, early_exit_split, cascade, fp32; repeatable)")
     output = front.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object")
     output.add_argument("--csv", action="store_true", help="CSV on stdout")
