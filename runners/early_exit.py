@@ -107,8 +107,8 @@ class ExitChainRunner:
                    remote=None) -> tuple[int, np.ndarray, float | None]:
         """(stage index it left at, its logits (C, H, W), its ``kind`` confidence; None at the final output) for one image.
 
-        ``remote``: a function that takes the tensors the last stage reads (:meth:`crossing`) and returns its logits
-        (C, H, W), e.g. from a server (then the last stage runs there): the exits run here, the rest there.
+        ``remote``: a function that takes the tensors the last stage reads (:meth:`crossing`) and returns the class map
+        (H, W, uint8) of the last stage run elsewhere (a server): the exits run here, the rest there.
         """
         if kind not in self.manifest["confidences"]:
             raise ValueError(f"unknown confidence {kind!r}: use one of {', '.join(self.manifest['confidences'])}")
@@ -201,7 +201,13 @@ def main() -> int:
             print(json.dumps({"ok": False, "error": f"cannot read image {path}: {exc}"}))
             return 2
         start = time.perf_counter()
-        index, logits, sure = chain.run_policy(tensor, threshold, policy["confidence"], remote=remote)
+        try:
+            index, logits, sure = chain.run_policy(tensor, threshold, policy["confidence"], remote=remote)
+        except (OSError, ValueError) as exc:  # the server went away, timed out or answered something else
+            if connection is not None:
+                connection.close()
+            print(json.dumps({"ok": False, "error": f"{path}: the server {args.server} failed: {exc}"}))
+            return 2
         elapsed_ms = (time.perf_counter() - start) * 1000
         if logits.ndim == 2:  # a class map from the server
             mask = (logits * 255).astype(np.uint8) if chain.binary else logits

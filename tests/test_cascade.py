@@ -323,6 +323,7 @@ def test_cascade_points_join_the_front_without_training(cli, multiclass_study, t
         costs = details["costs"]
         share = details["share_sent"]
         assert r.latency_ms == pytest.approx(r.metric("device_latency_ms") + share * (costs["upload_ms"] + costs["server_ms"] + costs["download_ms"]))
+        assert r.metric("link_bytes") == pytest.approx(share * costs["upload_bytes"])  # device to server only
         assert r.metric("uplink_mbps") == pytest.approx(r.metric("link_bytes") * 8 * r.metric("fps") / 1e6)
         assert r.constraints["max_uplink_mbps"] == pytest.approx(r.metric("uplink_mbps") - LIMIT_MBPS)
         assert r.feasible == (r.metric("uplink_mbps") <= LIMIT_MBPS)
@@ -342,7 +343,7 @@ def test_cascade_points_join_the_front_without_training(cli, multiclass_study, t
     assert {"device.onnx", "server.onnx", "thresholds.json", "policy.json", "cascade_device.py", "cascade_server.py",
             "tensor_codec.py", "README.md", "metrics.json"} <= {p.name for p in out.iterdir()}
     table = json.loads((out / "thresholds.json").read_text())
-    assert table["default_threshold"] == pytest.approx(chosen.plan.knob_dict["threshold"], abs=1e-6)
+    assert table["default_threshold"] == float(chosen.plan.knob_dict["threshold"]) == chosen.evaluation.details["cascade"]["threshold"]
 
     again = cli("search", str(multiclass_study.parent.parent / "belt3.yaml"), "--json")  # resumed: the pair's plans are stored
     assert again.returncode == 0, again.stderr

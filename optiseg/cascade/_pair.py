@@ -14,8 +14,8 @@ def study_member(study_folder: Path, record) -> CascadeMember | None:
     """A trial's network as a cascade member, or None when its trained files are not on this machine."""
     from ..layout import StudyLayout
 
-    if record.plan is None or record.artifacts is None or len(record.plan.networks) != 1:
-        return None
+    if record.plan is None or record.artifacts is None or record.plan.mode != "device":
+        return None  # the cascade runs the network's FP32 model: its figures are the device plan's
     folder = StudyLayout(study_folder).network_at(record.artifacts)
     if not (folder.trained_onnx.is_file() and folder.best_checkpoint.is_file()):
         return None
@@ -38,8 +38,11 @@ def pick_pair(records: Iterable, study_folder: Path, study_name: str, *, small: 
         if number not in records:
             raise UsageError(f"{flag} {number}: study {study_name!r} has no trial {number}; it has trials 0 to {max(records, default=-1)}")
         if number not in trained:
-            raise UsageError(f"{flag} {number}: trial {number} has no trained network here ({records[number].status})",
-                             hint=f"pick a trained trial from `optiseg front {study_folder}`")
+            what = (f"its plan is {records[number].mode}, not the network deployed whole (mode device)"
+                    if records[number].plan is not None and records[number].mode != "device" else
+                    f"it has no trained network here ({records[number].status})")
+            raise UsageError(f"{flag} {number}: trial {number} cannot be a cascade member: {what}",
+                             hint=f"pick a trained device plan from `optiseg front {study_folder} --mode device`")
         return trained[number]
 
     if not trained:

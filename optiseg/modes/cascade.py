@@ -44,7 +44,9 @@ class CascadeMode:
         return None
 
     def pair_plan(self, small: Network, large: Network, threshold: float) -> DeploymentPlan:
-        return DeploymentPlan(mode=self.name, networks=(small, large), knobs=(("threshold", round(float(threshold), 6)),),
+        """The plan of one threshold, kept exact (``repr``): the curve's thresholds sit between two images' router scores,
+        and a rounded one could send an image more or less than the figures say (and two could share a key)."""
+        return DeploymentPlan(mode=self.name, networks=(small, large), knobs=(("threshold", repr(float(threshold))),),
                               placement=(("small", "device"), ("router", "device"), ("large", "server")))
 
     def plan(self, network: Network, knobs: Mapping[str, Any]) -> DeploymentPlan:

@@ -318,7 +318,9 @@ class EarlyExitSplitMode(EarlyExitMode):
             "placement": {"exits": context.device_label, "last stage": context.server_label},
         }
         remote["ms"] = device_ms + remote["upload_ms"] + remote["server_ms"] + remote["download_ms"]
-        return base.merged(details={"exits": {**exits, "remote": remote}, "server_latency": server, "encode_latency": encode})
+        onnx_mb = round(base.metrics["onnx_mb"] - last.path.stat().st_size / MB, 4)  # the last stage is the server's
+        return base.merged(metrics={"onnx_mb": onnx_mb, "device_mb": round(onnx_mb + base.metrics["activation_mb"], 3)},
+                           details={"exits": {**exits, "remote": remote}, "server_latency": server, "encode_latency": encode})
 
     def _expected(self, point, shares, exits: Mapping[str, Any]) -> dict[str, float]:
         remote, sent = exits["remote"], shares[-1]
@@ -379,7 +381,9 @@ def write_crossing_graph(last_stage: Path, out: Path) -> Path:
     model.ir_version = 8
     onnx.checker.check_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out))
+    partial = out.with_name(out.name + ".part")
+    onnx.save(model, str(partial))
+    partial.replace(out)  # a killed run leaves no torn graph to measure forever
     return out
 
 

@@ -37,7 +37,12 @@ def add_cascade_plans(study, env, *, small: int | None = None, large: int | None
         result = build_cascade(study_member(layout.folder, small_record), study_member(layout.folder, large_record),
                                cache=env.cache, device_runner=device, server_runner=server, link=config.link, folder=folder,
                                settings=CascadeSettings(training=config.training), stage=progress.log)
-    stored = {r.plan_key for r in trial_records}
+    missing = [c.key for c in env.constraints if c.metric not in cascade_evaluation(result.points[0], result, 0, 0).metrics]
+    if missing:
+        progress.log(f"cascade: no plans: a cascade records no figure for {', '.join(missing)} (remove the constraint, "
+                     "or cascade from `mode:`)")
+        return []
+    stored = {r.plan_key for r in records.load_records(study)}  # read again: the build took a while
     added = []
     for point in result.points:
         plan = mode.pair_plan(small_record.network, large_record.network, point.threshold)
@@ -61,8 +66,9 @@ def cascade_evaluation(point, result, small_trial: int, large_trial: int) -> Eva
     costs = result.costs[result.router]
     share = point.share_sent
     metrics["link_ms"] = share * (costs.upload_ms + costs.download_ms)
+    metrics["link_bytes"] = share * costs.upload_bytes  # device to server, as every plan counts it (the mask comes back)
     if metrics.get("fps"):
-        metrics["uplink_mbps"] = point.link_bytes * 8 * metrics["fps"] / 1e6
+        metrics["uplink_mbps"] = metrics["link_bytes"] * 8 * metrics["fps"] / 1e6
     index = {p.sent: p for p in result.curves.get("oracle", ())}
     random = {p.sent: p for p in result.curves.get("random", ())}
     details: dict[str, Any] = {

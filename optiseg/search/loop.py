@@ -334,6 +334,11 @@ def _promote(study: optuna.Study, env) -> None:
                              f"{rungs[rung + 1]} epochs")
 
 
+def _has_own_front(trial_records) -> bool:
+    """Some network this study trained whole meets the constraints (imports and derived plans do not count)."""
+    return any(r.status == COMPLETE and r.feasible and r.imported_from is None and not r.derived_from for r in trial_records)
+
+
 def _promotion_over_budget(study: optuna.Study, env, trial) -> str | None:
     """Why a promotion must not run (it would take the study's training past ``budget.train_compute`` while some
     network is already trained whole, so the study has a front without it), or None to run it."""
@@ -342,7 +347,7 @@ def _promotion_over_budget(study: optuna.Study, env, trial) -> str | None:
     if budget is None or source is None or env.config.fidelity is None:
         return None
     trial_records = load_records(study)
-    if not any(r.status == COMPLETE for r in trial_records):
+    if not _has_own_front(trial_records):
         return None  # the study's first whole training: it gives the study its front
     partial = next((r for r in trial_records if r.number == source), None)
     rung = records.rung_of(trial)
@@ -364,7 +369,7 @@ def _finish_best(study: optuna.Study, env) -> bool:
     from .fidelity import rank
 
     trial_records = load_records(study)
-    if env.config.fidelity is None or any(r.status == COMPLETE for r in trial_records):
+    if env.config.fidelity is None or _has_own_front(trial_records):
         return False
     partial = [r for r in trial_records if r.status == records.PARTIAL and r.duplicate_of is None]
     if not partial:
