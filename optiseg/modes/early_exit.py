@@ -85,12 +85,12 @@ class EarlyExitMode:
         return DeploymentPlan(mode=self.name, networks=(network,), knobs=(("threshold", float(threshold)),))
 
     def cost(self, plan: DeploymentPlan, context: ModeContext) -> Evaluation:
-        from ..exits import chain_latency, export_exit_chain, load_exit_chain
+        from ..exits import chain_latency, export_exit_chain
 
         network = plan.network
         figures, _ = untrained_network(network, context)
         folder = chain_folder(context.network_folder).path / "untrained"
-        chain = _load(folder, load_exit_chain)
+        chain = _load(folder)
         if chain is None:
             with timed(context, "export_s"):
                 context.stage("exporting the exit chain (untrained, for timing)")
@@ -165,10 +165,10 @@ class EarlyExitMode:
 
     def _trained_chain(self, network: Network, context: ModeContext):
         from ..checkpoint import load_checkpoint, model_from_checkpoint
-        from ..exits import export_exit_chain, load_exit_chain
+        from ..exits import export_exit_chain
 
         folder = chain_folder(context.network_folder).path / "trained"
-        chain = _load(folder, load_exit_chain)
+        chain = _load(folder)
         if chain is None:
             with timed(context, "export_s"):
                 context.stage("exporting the trained exit chain")
@@ -197,10 +197,8 @@ class EarlyExitMode:
         return per_image
 
     def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]:
-        from ..exits import load_exit_chain
-
         folder = chain_folder(network_folder).path / "trained"
-        chain = _load(folder, load_exit_chain)
+        chain = _load(folder)
         if chain is None:
             return [Artifact(folder / "exits.json", "exits.json", "the chain's manifest")]  # deploy reports it missing
         files = [Artifact(stage.path, stage.path.name, f"stage {stage.index} of the chain: gives {stage.exit}"
@@ -399,12 +397,14 @@ def crossing_frame_bytes(last_stage: Path, bits: int) -> int:
     return len(tensor_codec.encode_frame(tensors, bits))
 
 
-def _load(folder: Path, load):
+def _load(folder: Path):
     """The chain exported into ``folder``, or None when there is none (or a torn one from a killed run)."""
+    from ..exits import load_exit_chain
+
     if not (folder / "exits.json").is_file():
         return None
     try:
-        chain = load(folder)
+        chain = load_exit_chain(folder)
     except Exception:  # noqa: BLE001  (a half-written chain is exported again)
         return None
     return chain if all(s.path.is_file() and (s.upsample is None or s.upsample.is_file()) for s in chain.stages) else None

@@ -37,18 +37,18 @@ def add_cascade_plans(study, env, *, small: int | None = None, large: int | None
         result = build_cascade(study_member(layout.folder, small_record), study_member(layout.folder, large_record),
                                cache=env.cache, device_runner=device, server_runner=server, link=config.link, folder=folder,
                                settings=CascadeSettings(training=config.training), stage=progress.log)
-    missing = [c.key for c in env.constraints if c.metric not in cascade_evaluation(result.points[0], result, 0, 0).metrics]
+    evaluations = [cascade_evaluation(point, result, small_record.number, large_record.number) for point in result.points]
+    missing = [c.key for c in env.constraints if c.metric not in evaluations[0].metrics]
     if missing:
         progress.log(f"cascade: no plans: a cascade records no figure for {', '.join(missing)} (remove the constraint, "
                      "or cascade from `mode:`)")
         return []
     stored = {r.plan_key for r in records.load_records(study)}  # read again: the build took a while
     added = []
-    for point in result.points:
+    for point, evaluation in zip(result.points, evaluations):
         plan = mode.pair_plan(small_record.network, large_record.network, point.threshold)
         if plan.key in stored:
             continue
-        evaluation = cascade_evaluation(point, result, small_record.number, large_record.number)
         constraints = {c.key: c.violation(evaluation.get(c.metric)) for c in env.constraints if evaluation.get(c.metric) is not None}
         added.append(records.add_derived_trial(
             study, plan, evaluation, artifacts=layout.relative(folder), worker=env.worker,
