@@ -10,6 +10,7 @@
    with ``budget.train_compute`` at each ``--fractions`` of the grid's compute, for each ``--seeds``, and
    ``max_latency_ms`` at the reference point's latency (the region the hypervolume counts; ``--no-latency-limit``
    searches without it: then the expensive corner of the space, e.g. the baseline a=1,t=6,r=3, eats the budget).
+   ``--inherit``: with ``inherit_weights`` (a new network starts from the weights of a trained one that contains it).
 3. The hypervolume of each front over the grid's, with one reference point for all (IoU: the grid's worst
    less 0.02; latency: 1.1 x the grid's slowest). Every study shares one output folder, hence one latency
    cache: a network measured once has one latency in every study.
@@ -42,13 +43,13 @@ def grid_params(max_resolution: int) -> list[dict]:
     return [{"resolution": side, "a": a, "t": t, "r": r} for side in RESOLUTIONS if side <= max_resolution for a, t, r in SHAPES]
 
 
-def study_config(name: str, args, **changes) -> dict:
+def study_config(name: str, args, epochs: int | None = None, **changes) -> dict:
     sides = list(range(96, args.max_resolution + 1, 32))
     return {
         "study": name, "model": "fastscnn", "effort": "expert", "resolution": args.max_resolution,
         "search_space": {"resolution": sides, "a": [1, 0.75, 0.5, 0.25, 0.125], "t": [6, 4, 2], "r": [3, 2, 1],
                          "pp": [0], "in_channels": [3]},
-        "data": {"root": str(args.data.resolve())}, "training": {"epochs": args.epochs},
+        "data": {"root": str(args.data.resolve())}, "training": {"epochs": epochs or args.epochs},
         "device": {"kind": "local", "measure": {"threads": args.threads}}, "confirm": False,
         "output": str(args.output.resolve()), **changes,
     }
@@ -76,11 +77,18 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=25, help="epochs of a whole training (the grid's, the searches' last rung)")
     parser.add_argument("--fractions", default="0.25,0.5", help="training budgets, as fractions of the grid's compute")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--search-epochs", type=int, default=None,
+                        help="epochs of the searches' whole training (their last rung), default --epochs; fewer pay "
+                             "with --inherit, whose networks reach the scratch IoU sooner (the grid keeps --epochs)")
     parser.add_argument("--eta", type=int, default=3)
     parser.add_argument("--min-epochs", type=int, default=1, help="epochs of the lowest rung (default 1: a cheap first look)")
     parser.add_argument("--no-latency-limit", action="store_true",
                         help="search without max_latency_ms (default: the reference point's latency, the region the "
                              "hypervolume counts, as a user who wants real time would set it)")
+    parser.add_argument("--inherit", action="store_true",
+                        help="searches with inherit_weights: a new network starts from a trained one that contains it")
+    parser.add_argument("--tag", default="", help="appended to the searches' study names (a second set of searches "
+                                                  "beside the first, e.g. after a change to the search)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/thesis-grid"), help="one folder for every study (resumes)")
     parser.add_argument("--json", action="store_true")
@@ -113,12 +121,16 @@ def main() -> int:
 
     # 2. optiseg's multi-fidelity search at fractions of that compute.
     rows = []
+    search_epochs = args.search_epochs or args.epochs
     for fraction in (float(f) for f in args.fractions.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
             began = time.perf_counter()
-            study = f"search-{args.max_resolution}-{int(fraction * 100)}pct-seed{seed}"
+            study = (f"search-{args.max_resolution}-{int(fraction * 100)}pct-seed{seed}"
+                     f"{'-inherit' if args.inherit else ''}{f'-{search_epochs}ep' if search_epochs != args.epochs else ''}"
+                     f"{'-' + args.tag if args.tag else ''}")
             limit = {} if args.no_latency_limit else {"constraints": {"max_latency_ms": round(reference[1], 4)}}
             run(study_config(study, args, seed=seed, fidelity={"eta": args.eta, "min_epochs": args.min_epochs},
+                             epochs=search_epochs, **({"inherit_weights": True} if args.inherit else {}),
                              budget={"n_trials": 10_000, "train_compute": fraction * compute}, **limit), args.output)
             records = load_records(open_existing_study(args.output / study).study)
             spent = training_totals(records)
@@ -129,7 +141,7 @@ def main() -> int:
                    "front": front_points(records), "hypervolume": hv, "ratio": hv / grid_hv if grid_hv else None,
                    "minutes": (time.perf_counter() - began) / 60}
             rows.append(row)
-            print(f"search {int(fraction * 100)} % seed {seed}: {row['networks']} networks ({row['fully_trained']} trained "
+            print(f"search {int(fraction * 100)} % seed {seed} ({search_epochs} epochs{', inherited weights' if args.inherit else ''}): {row['networks']} networks ({row['fully_trained']} trained "
                   f"fully), compute {row['compute_share']:.2f} of the grid's, front {len(row['front'])}, hypervolume "
                   f"{hv:.5g}, ratio {row['ratio'] if row['ratio'] is None else round(row['ratio'], 3)}, {row['minutes']:.1f} min", flush=True)
     for fraction in sorted({r["fraction"] for r in rows}):
@@ -139,7 +151,7 @@ def main() -> int:
     if args.json:
         print(json.dumps({"grid": {"networks": len(grid_only), "compute_macs": compute, "hypervolume": grid_hv,
                                    "front": front_points(grid_only), "reference": reference, "minutes": grid_s / 60},
-                          "searches": rows, "epochs": args.epochs}))
+                          "searches": rows, "epochs": args.epochs, "search_epochs": search_epochs}))
     return 0
 
 

@@ -84,3 +84,20 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(study, tmp_path, cl
     history = json.loads((run_dir / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, int(epochs) + 1))
     assert f"resumed from checkpoint.pt after epoch {killed_at}/{epochs}" in (run_dir / "train.log").read_text()
+
+
+def test_init_from_starts_a_contained_network_from_a_trained_one_and_refuses_one_it_cannot(study, cli, tmp_path):
+    source = cli("train", str(study), "--knobs", "a=0.5,t=4,r=2,pp=0", "--resolution", "64", "--epochs", "1", "-o",
+                 str(tmp_path / "source"), "--no-onnx")
+    assert source.returncode == 0, source.stderr
+    best = tmp_path / "source" / "best.pt"
+    narrower = cli("train", str(study), "--knobs", "a=0.25,t=2,r=1,pp=0", "--resolution", "96", "--epochs", "1", "-o",
+                   str(tmp_path / "narrow"), "--no-onnx", "--init-from", str(best), "--json")
+    assert narrower.returncode == 0, narrower.stderr
+    assert json.loads(narrower.stdout)["initialized_from"] == str(best)
+    assert f"starting from the weights of {best}" in (tmp_path / "narrow" / "train.log").read_text()
+    wider = cli("train", str(study), "--knobs", "a=1,t=4,r=2,pp=0", "--resolution", "64", "--epochs", "1", "-o",
+                str(tmp_path / "wide"), "--init-from", str(best))
+    assert wider.returncode == 2 and "Traceback" not in wider.stderr
+    assert "does not contain fastscnn" in wider.stderr and "at least as wide" in wider.stderr
+    assert not (tmp_path / "wide" / "checkpoint.pt").exists()

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             "examples:\n"
             "  optiseg train study.yaml --model fastscnn --knobs a=0.5,t=4 --resolution 192 --epochs 30\n"
-            "  optiseg train study.yaml --resolution 256x448 -o runs/wide --json"
+            "  optiseg train study.yaml --resolution 256x448 -o runs/wide --json\n"
+            "  optiseg train study.yaml --knobs a=0.25,r=1 --resolution 128 --epochs 10 \\\n"
+            "      --init-from runs/train/fastscnn-192x192-rgb-c1-a1_t6_r3_pp1/best.pt"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -38,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--in-channels", type=int, choices=(1, 3), default=3, help="3 = RGB (default), 1 = luma Y")
     train.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     train.add_argument("-o", "--output", type=Path, default=None, help="run folder (default: OUTPUT/train/<network key>, e.g. fastscnn-192x192-rgb-c1-a0.5_t6_r3_pp1)")
+    train.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
+                       help="start from the weights of a trained network that contains this one (its best.pt or "
+                            "checkpoint.pt): the same shape at any resolution, or a wider/deeper one of the same "
+                            "family, whose leading slices are taken (width slicing); ignored when the run resumes")
     train.add_argument("--no-onnx", action="store_true", help="do not export model.onnx")
     train.add_argument("--json", action="store_true", help="print one JSON object (the metrics) instead of a table")
     train.set_defaults(handler=run_train)
@@ -77,11 +83,12 @@ def run_train(args: argparse.Namespace) -> int:
     run_dir = args.output or config.output / "train" / network.key
     if args.output is None:  # the default run folder, before any training
         require_output(run_dir, "folder", "the run folder")
+    initial = _initial_weights(args.init_from, network) if args.init_from is not None else None
     cache = DatasetCache(dataset, budget_mb=config.data.cache_mb)
     with ProgressReporter(console, f"{model} {format_knobs(network.knob_dict)} {format_resolution(resolution)}") as reporter:
         result = train_network(
             network, dataset=dataset, training=training, run_dir=run_dir, cache=cache, reporter=reporter,
-            export_onnx=not args.no_onnx,
+            export_onnx=not args.no_onnx, initial_weights=initial,
         )
     metrics = {**result.metrics, "run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint),
                "onnx": str(result.onnx) if result.onnx else None}
@@ -90,6 +97,25 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     _print_summary(metrics)
     return 0
+
+
+def _initial_weights(path: Path, network):
+    """``--init-from``'s weights, refused (exit 2) when they cannot start ``network``."""
+    from ..checkpoint import load_checkpoint
+    from ..errors import UsageError
+    from ..training import InitialWeights, inheritable
+
+    payload = load_checkpoint(path)
+    shapes = {name: tuple(tensor.shape) for name, tensor in payload["state_dict"].items()}
+    if payload.get("model") != network.model or not inheritable(shapes, network.build()):
+        raise UsageError(
+            f"--init-from {path}: its network ({payload.get('model')} {format_knobs(payload.get('knobs') or {})}) does not "
+            f"contain {network.model} {format_knobs(network.knob_dict)} with {network.num_classes} output(s) and "
+            f"{network.in_channels} input channel(s)",
+            hint="start from a network of the same family, classes and input channels that is at least as wide, "
+                 "expanded and deep (or the same shape at another resolution)",
+        )
+    return InitialWeights(payload["state_dict"], str(path))
 
 
 def _print_summary(m: Mapping[str, Any]) -> None:
@@ -105,6 +131,7 @@ def _print_summary(m: Mapping[str, Any]) -> None:
         *((f"  IoU {name}", figure(value)) for name, value in m["test_class_iou"].items()),
         ("best epoch (val IoU, val loss)", f"{m['best_epoch']} ({figure(m['val_iou'])}, {figure(m['val_loss'])})"),
         ("epochs run", f"{m['epochs_run']} of {m['epochs']}{' (stopped early)' if m['stopped_early'] else ''}{resumed}"),
+        *((("started from", m["initialized_from"]),) if m.get("initialized_from") else ()),
         ("time", f"{m['train_seconds']:.0f} s, {m['seconds_per_epoch']:.1f} s/epoch, {m['images_per_second']:.1f} img/s on {m['device']}"),
         ("run folder", m["run_dir"]),
         ("weights", m["checkpoint"]),

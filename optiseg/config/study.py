@@ -121,6 +121,10 @@ class StudyConfig(Section):
     warm_start: ConfigPath | None = Field(
         None, description="a lower-tier study (folder or config) whose evaluated candidates this study starts with"
     )
+    inherit_weights: bool = Field(
+        False, description="start each new network from the weights of a trained network of the study that contains "
+                           "it (the same shape at another resolution, or a wider/deeper one, width-sliced)"
+    )
 
     @field_validator("study")
     @classmethod

@@ -36,6 +36,8 @@ BISENETV2_KNOBS = (
 
 
 class StemBlock(nn.Module):
+    concatenated_inputs = ("fuse",)  # see training/inherit.py
+
     def __init__(self, in_channels: int, out_channels: int, reduced: int):
         super().__init__()
         self.conv = ConvBNReLU(in_channels, out_channels, 3, stride=2)

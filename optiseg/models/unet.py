@@ -53,6 +53,8 @@ class EncoderBlock(nn.Module):
 class DecoderBlock(nn.Module):
     """Upsample x2 (bilinear) to the skip's size, concatenate the skip, two 3x3 conv-BN-ReLU."""
 
+    concatenated_inputs = ("convs.0",)  # see training/inherit.py
+
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
         super().__init__()
         self.convs = DoubleConv(in_channels + skip_channels, out_channels)

@@ -4,7 +4,8 @@ A new network is trained to the lowest rung's epochs (:meth:`FidelityConfig.rung
 with the learning-rate schedule of the whole training, and judged on its best validation IoU so far. Each
 time a trial finishes a rung, the networks that reached that rung are ranked (:func:`rank`: non-dominated
 sorting on the study's objectives, the validation IoU standing for the test IoU; within a front layer, the
-larger hypervolume contribution first) and the best ``n // eta`` that have not gone on yet get a trial of the
+larger hypervolume contribution first, measured from a reference point just beyond the worst of the ranked
+networks, so that an extreme network counts for the area it adds, not infinitely) and the best ``n // eta`` that have not gone on yet get a trial of the
 next rung, queued with the same params: it resumes training from the network's checkpoint, so no epoch is
 trained twice (asynchronous successive halving, ASHA, adapted to several objectives). Latency is exact at
 every rung: it is measured before any training. Only the last rung gives a plan its test IoU, and only
@@ -59,7 +60,8 @@ def partial_scores(run_dir) -> dict[str, Any]:
         raise OptisegError(f"{run_dir / CHECKPOINT} holds no finished epoch")
     best = max(history, key=lambda h: -1.0 if h.get("val_iou") is None else h["val_iou"])
     return {"epochs_run": len(history), "val_iou": best.get("val_iou"), "val_miou": best.get("val_miou"),
-            "best_epoch": best["epoch"], "train_seconds": sum(h.get("seconds", 0.0) for h in history)}
+            "best_epoch": best["epoch"], "train_seconds": sum(h.get("seconds", 0.0) for h in history),
+            "initialized_from": state.get("initialized_from")}
 
 
 def low_fidelity_value(metric: str, record: TrialRecord) -> float | None:
@@ -72,7 +74,8 @@ def low_fidelity_value(metric: str, record: TrialRecord) -> float | None:
 
 def rank(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]]) -> list[TrialRecord]:
     """Best first: by non-dominated layer on the objectives (low-fidelity values for partial trials), then by
-    each one's hypervolume contribution within its layer (two objectives) or crowding (more), then by number."""
+    each one's hypervolume contribution within its layer (two objectives; reference point: the worst value of
+    each objective among ``records`` less a tenth of its range) or crowding (more), then by number."""
     points = []
     for record in records:
         values = [low_fidelity_value(name, record) if record.status == PARTIAL else record.metric(name) for name, _ in objectives]
@@ -81,9 +84,10 @@ def rank(records: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]]) 
             points.append((record, signed))
     ordered: list[TrialRecord] = []
     remaining = points
+    reference = _reference([p for _, p in points])
     while remaining:
         layer = [(r, p) for r, p in remaining if not any(_dominates(q, p) for _, q in remaining if q is not p)]
-        contribution = _contributions([p for _, p in layer])
+        contribution = _contributions([p for _, p in layer], reference)
         layer_sorted = sorted(zip(layer, contribution), key=lambda item: (-item[1], item[0][0].number))
         ordered.extend(r for (r, _), _ in layer_sorted)
         taken = {id(p) for _, p in layer}
@@ -102,9 +106,20 @@ def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
-def _contributions(layer: list[tuple[float, ...]]) -> list[float]:
-    """Exclusive hypervolume contribution of each point of a non-dominated layer (two objectives), larger is better;
-    with more objectives, the crowding distance."""
+def _reference(points: list[tuple[float, ...]]) -> tuple[float, ...]:
+    """Beyond the worst of ``points`` on every (signed, larger-is-better) axis by a tenth of the axis's range."""
+    if not points:
+        return ()
+    reference = []
+    for axis in zip(*points):
+        low, high = min(axis), max(axis)
+        reference.append(low - 0.1 * ((high - low) or abs(low) or 1.0))
+    return tuple(reference)
+
+
+def _contributions(layer: list[tuple[float, ...]], reference: tuple[float, ...]) -> list[float]:
+    """Exclusive hypervolume contribution of each point of a non-dominated layer (two objectives) with respect to
+    ``reference``, larger is better; with more objectives, the crowding distance."""
     if not layer:
         return []
     if len(layer[0]) != 2:
@@ -113,12 +128,9 @@ def _contributions(layer: list[tuple[float, ...]]) -> list[float]:
     result = [0.0] * len(layer)
     for position, index in enumerate(order):
         x, y = layer[index]
-        left = layer[order[position - 1]][0] if position > 0 else None
-        up = layer[order[position + 1]][1] if position + 1 < len(order) else None
-        if left is None or up is None:
-            result[index] = float("inf")  # the extremes keep the layer's span
-        else:
-            result[index] = (x - left) * (y - up)
+        left = layer[order[position - 1]][0] if position > 0 else reference[0]
+        up = layer[order[position + 1]][1] if position + 1 < len(order) else reference[1]
+        result[index] = (x - left) * (y - up)
     return result
 
 

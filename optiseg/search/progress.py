@@ -235,7 +235,15 @@ def revision_note(r: TrialRecord) -> str:
 
 
 def trial_note(r: TrialRecord) -> str:
-    """Why a trial has the status it has, in a few words."""
+    """Why a trial has the status it has, in a few words (and whose weights its network started from)."""
+    note = _status_note(r)
+    source = r.evaluation.details.get("initialized_from") if r.evaluation is not None else None
+    if source and r.duplicate_of is None and not r.imported_from:
+        note += ("; " if note else "") + f"started from the weights of {str(source).split(' (')[0]}"
+    return note
+
+
+def _status_note(r: TrialRecord) -> str:
     if r.duplicate_of is not None:
         return f"same plan as trial {r.duplicate_of}"
     if r.imported_from:

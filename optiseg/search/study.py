@@ -58,6 +58,7 @@ def study_settings(loaded: LoadedConfig, space: SearchSpace, data_fingerprint: s
         **({"server": _runner_identity(config.server)} if config.server is not None else {}),
         **({"link": config.link.model_dump(mode="json", exclude={"measured"})} if config.link is not None else {}),
         **({"fidelity": config.fidelity.model_dump(mode="json")} if config.fidelity is not None else {}),
+        **({"inherit_weights": True} if config.inherit_weights else {}),
     }
 
 

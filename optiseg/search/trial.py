@@ -141,7 +141,9 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
         writer.trained()
     quality = mode.quality(plan, trained, context, cost)
     quality = quality.merged(metrics=training_cost(trained.metrics, len(env.dataset.split("train")), cost.get("macs")),
-                             details={"fidelity": {"rung": rung, "rungs": list(rungs)}} if rung is not None else {})
+                             details={**({"fidelity": {"rung": rung, "rungs": list(rungs)}} if rung is not None else {}),
+                                      **({"initialized_from": trained.metrics["initialized_from"]}
+                                         if trained.metrics.get("initialized_from") else {})})
     writer.evaluate(quality)
     writer.timings(context.timings)
     for constraint in env.constraints:
@@ -195,7 +197,8 @@ def _train_to_rung(plan, env, folder, context, writer, cost, rung: int, rungs) -
     began = time.perf_counter()
     try:
         train_network(plan.network, dataset=env.dataset, training=env.config.training, run_dir=folder.train, cache=env.cache,
-                      reporter=StopAtEpoch(env.progress.training_reporter(), epochs), export_onnx=True)
+                      reporter=StopAtEpoch(env.progress.training_reporter(), epochs), export_onnx=True,
+                      initial_weights=_starting_weights(plan, env, folder))
     except RungReached:
         pass
     context.timings["train_s"] = round(context.timings.get("train_s", 0.0) + time.perf_counter() - began, 3)
@@ -206,7 +209,8 @@ def _train_to_rung(plan, env, folder, context, writer, cost, rung: int, rungs) -
     evaluation = cost.merged(
         metrics={"val_iou": scores["val_iou"], **training_cost(scores, len(env.dataset.split("train")), cost.get("macs"))},
         details={"fidelity": {"rung": rung, "rungs": list(rungs), "epochs": scores["epochs_run"], "of": rungs[-1],
-                              "best_epoch": scores["best_epoch"], "val_miou": scores["val_miou"]}},
+                              "best_epoch": scores["best_epoch"], "val_miou": scores["val_miou"]},
+                 **({"initialized_from": scores["initialized_from"]} if scores.get("initialized_from") else {})},
     )
     writer.evaluate(evaluation)
     writer.timings(context.timings)
@@ -250,9 +254,23 @@ def _train(plan: DeploymentPlan, env: TrialEnvironment, folder: NetworkFolder, c
     result = train_network(
         plan.network, dataset=env.dataset, training=env.config.training, run_dir=folder.train,
         cache=env.cache, reporter=env.progress.training_reporter(), export_onnx=True,
+        initial_weights=_starting_weights(plan, env, folder) if did_train else None,
     )
     context.timings["train_s"] = round(start + time.perf_counter() - began, 3)
     return result, did_train
+
+
+def _starting_weights(plan: DeploymentPlan, env: TrialEnvironment, folder: NetworkFolder):
+    """With ``inherit_weights``, the weights a new training starts from (see inheritance.py); None otherwise."""
+    from ..training import CHECKPOINT
+    from .inheritance import initial_weights
+
+    if not env.config.inherit_weights or (folder.train / CHECKPOINT).is_file():
+        return None
+    chosen = initial_weights(records.load_records(env.study), env.layout, plan.network)
+    if chosen is not None:
+        env.progress.stage(f"starting from the weights of {chosen.source}")
+    return chosen
 
 
 def _measure(env: TrialEnvironment, onnx_path: Path, local_file: Path, shared_name: str | None,

@@ -6,6 +6,7 @@
 >>> result.metrics["test_iou"]
 """
 
+from .inherit import InitialWeights, inheritable, inherit
 from .evaluate import SplitEvaluation, evaluate, evaluate_onnx, predict_classes, to_model_input
 from .losses import SegmentationLoss, soft_dice_loss
 from .metrics import SegmentationScores, confusion_matrix, scores_from_confusion
@@ -18,6 +19,9 @@ __all__ = [
     "LOG",
     "METRICS",
     "ONNX",
+    "InitialWeights",
+    "inherit",
+    "inheritable",
     "SplitEvaluation",
     "evaluate_onnx",
     "Reporter",

@@ -54,6 +54,7 @@ from ._run_folder import (
 from ..models._exits import exit_head_modules, exit_sources
 from ._phases import Phase, parameter_groups, plan_phases, selection_weights
 from .evaluate import SplitEvaluation, evaluate, evaluate_outputs, to_model_input
+from .inherit import InitialWeights, inherit
 from .losses import SegmentationLoss
 
 class Reporter:
@@ -89,13 +90,15 @@ def train_network(
     cache: DatasetCache | None = None,
     reporter: Any = None,
     export_onnx: bool = True,
+    initial_weights: InitialWeights | None = None,
 ) -> TrainResult:
     """Train ``network`` on ``dataset`` into ``run_dir``.
 
     Resumes an interrupted run in ``run_dir`` and returns a finished one without
     training again; a ``run_dir`` holding another network, data set or training
     settings is refused (:class:`UsageError`). ``cache`` shares decoded images
-    between calls (one is made if omitted).
+    between calls (one is made if omitted). ``initial_weights`` (see
+    :mod:`.inherit`) start a new run; a run that resumes ignores them.
     """
     if network.num_classes != dataset.num_classes:
         raise UsageError(
@@ -109,7 +112,7 @@ def train_network(
         stored = stored_result(run_dir, identity)
         if stored is not None and (stored.onnx is not None or not export_onnx):
             return stored
-        run = _Run(network, dataset, training, run_dir, identity, cache or DatasetCache(dataset), reporter)
+        run = _Run(network, dataset, training, run_dir, identity, cache or DatasetCache(dataset), reporter, initial_weights)
         if stored is None:
             run.train()
         return run.finish(export_onnx)
@@ -139,7 +142,7 @@ def pick_device(requested: str) -> torch.device:
 class _Run:
     """The state of one training run: model, optimizer, progress, and the files of its folder."""
 
-    def __init__(self, network: Network, dataset, training, run_dir, identity, cache, reporter):
+    def __init__(self, network: Network, dataset, training, run_dir, identity, cache, reporter, initial_weights=None):
         self.network = network
         self.model_name, self.knobs, self.resolution, self.in_channels = (
             network.model, network.knob_dict, network.resolution, network.in_channels)
@@ -150,6 +153,10 @@ class _Run:
         self.loss_fn = SegmentationLoss(dataset.num_classes, training.dice_weight)
         torch.manual_seed(training.seed)
         self.model = network.build()
+        self.initialized_from = None
+        if initial_weights is not None and not (run_dir / CHECKPOINT).is_file():
+            inherit(self.model, initial_weights.state_dict)
+            self.initialized_from = initial_weights.source
         self.model.to(self.device, memory_format=torch.channels_last)
         self.outputs = output_names(self.model.stages())
         self.exits = len(self.outputs) - 1
@@ -193,7 +200,8 @@ class _Run:
                 self._log(f"data warning: {problem}")
             self._log(f"training {self.model_name} {self.knobs} at {format_resolution(self.resolution)} on {self.device}"
                       f"{' with mixed precision' if self.amp else ''}: {self._planned_epochs()} epochs of {batches} batches, "
-                      f"masks at {label_scale}x the input size" + self._phases_text())
+                      f"masks at {label_scale}x the input size" + self._phases_text()
+                      + (f"; starting from the weights of {self.initialized_from}" if self.initialized_from else ""))
         while True:
             phase = self.phases[self.phase_index]
             if self.stopped_early or self.epoch - self.phase_start_epoch >= phase.epochs:
@@ -364,6 +372,7 @@ class _Run:
             "stopped_early": self.stopped_early,
             "history": self.history,
             "resumed_from": self.resumed_from,
+            "initialized_from": self.initialized_from,
             **({"phase": self.phase_index, "phase_start_epoch": self.phase_start_epoch, "phase_start_step": self.phase_start_step}
                if self.exits else {}),
         })
@@ -408,6 +417,7 @@ class _Run:
         self.stopped_early = bool(state["stopped_early"])
         self.history = list(state["history"])
         self.resumed_from = [*state.get("resumed_from", []), self.epoch]
+        self.initialized_from = state.get("initialized_from")
         self._log(f"resumed from {CHECKPOINT} after epoch {self.epoch}/{self._planned_epochs()}")
 
     # ------------------------------------------------------------ results
@@ -437,6 +447,7 @@ class _Run:
             state = load_checkpoint(self.run_dir / CHECKPOINT)
             self.history, self.best_epoch = list(state["history"]), int(state["best_epoch"])
             self.resumed_from, self.stopped_early = list(state.get("resumed_from", [])), bool(state["stopped_early"])
+            self.initialized_from = state.get("initialized_from")
         _notify(self.reporter, "on_evaluate", "test")
         evaluations = self._evaluate(self.cache.resized("test", self.resolution), self.cache.original_masks("test"))
         test = evaluations[-1]
@@ -461,6 +472,7 @@ class _Run:
             "epochs": self._planned_epochs(),
             "stopped_early": self.stopped_early,
             "resumed_from": self.resumed_from,
+            "initialized_from": self.initialized_from,
             "train_seconds": train_seconds,
             "seconds_per_epoch": train_seconds / len(self.history),
             "images_per_second": float(np.median([h["images_per_second"] for h in self.history])),

@@ -1,0 +1,71 @@
+"""A starting point for a new network: the weights of a trained network that contains it (width slicing).
+
+As weight-sharing NAS does (once-for-all, slimmable networks), a network of the same family that is as wide
+and as deep or more hands each of the new network's tensors its leading slice: the first output and input
+channels of a wider layer (width ``a``), the first hidden channels of a larger expansion (``t``), the first
+blocks of a deeper group (``r``). The same shape at another input resolution is copied whole: the layers of
+these fully convolutional families do not depend on the input size.
+
+A concatenation breaks leading slices (the first channels of ``[A, B]`` are not the first of each), so a
+module that concatenates names, in ``concatenated_inputs``, the children that read the concatenation; their
+input channels must match exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """Weights to start a training from, and what they are (for the log, the metrics and the trial record)."""
+
+    state_dict: Mapping[str, torch.Tensor]
+    source: str
+
+
+def _exact_input_prefixes(model: nn.Module) -> tuple[str, ...]:
+    prefixes = []
+    for name, module in model.named_modules():
+        for child in getattr(module, "concatenated_inputs", ()):
+            prefixes.append(f"{name}.{child}." if name else f"{child}.")
+    return tuple(prefixes)
+
+
+def inheritable(source_shapes: Mapping[str, tuple[int, ...]], target: nn.Module) -> bool:
+    """Whether a network with these tensor shapes contains ``target``: every tensor of ``target`` exists in it
+    with at least its size along every axis (and the same input channels where ``target`` concatenates)."""
+    exact = _exact_input_prefixes(target)
+    for name, tensor in target.state_dict().items():
+        shape = source_shapes.get(name)
+        if shape is None or len(shape) != tensor.dim():
+            return False
+        if any(wanted > have for wanted, have in zip(tensor.shape, shape)):
+            return False
+        if tensor.dim() >= 2 and exact and name.startswith(exact) and shape[1] != tensor.shape[1]:
+            return False
+    return True
+
+
+def shapes_of(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def inherit(target: nn.Module, source_state: Mapping[str, torch.Tensor]) -> int:
+    """Load the leading slice of each of ``source_state``'s tensors into ``target``; returns how many were sliced
+    (0: the same shape). Raises ``ValueError`` if the source does not contain ``target``."""
+    if not inheritable({name: tuple(tensor.shape) for name, tensor in source_state.items()}, target):
+        raise ValueError("the source network does not contain the target network (narrower, shallower or another family)")
+    loaded, sliced = {}, 0
+    for name, tensor in target.state_dict().items():
+        source = source_state[name]
+        if tuple(source.shape) != tuple(tensor.shape):
+            source = source[tuple(slice(0, size) for size in tensor.shape)]
+            sliced += 1
+        loaded[name] = source.detach().clone().to(dtype=tensor.dtype)
+    target.load_state_dict(loaded)
+    return sliced
