@@ -91,6 +91,7 @@ def main() -> int:
                                                   "beside the first, e.g. after a change to the search)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/thesis-grid"), help="one folder for every study (resumes)")
+    parser.add_argument("--grid-only", action="store_true", help="train and report the grid, no search")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,9 @@ def main() -> int:
     # 2. optiseg's multi-fidelity search at fractions of that compute.
     rows = []
     search_epochs = args.search_epochs or args.epochs
-    for fraction in (float(f) for f in args.fractions.split(",")):
+    if args.grid_only:
+        args.fractions = ""
+    for fraction in (float(f) for f in args.fractions.split(",") if f):
         for seed in (int(s) for s in args.seeds.split(",")):
             began = time.perf_counter()
             study = (f"search-{args.max_resolution}-{int(fraction * 100)}pct-seed{seed}"

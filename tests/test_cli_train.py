@@ -101,3 +101,12 @@ def test_init_from_starts_a_contained_network_from_a_trained_one_and_refuses_one
     assert wider.returncode == 2 and "Traceback" not in wider.stderr
     assert "does not contain fastscnn" in wider.stderr and "at least as wide" in wider.stderr
     assert not (tmp_path / "wide" / "checkpoint.pt").exists()
+    luma = cli("train", str(study), "--knobs", "a=0.25,t=2,r=1,pp=0", "--resolution", "64", "--in-channels", "1",
+               "--epochs", "1", "-o", str(tmp_path / "luma"), "--init-from", str(best))
+    assert luma.returncode == 2 and "input channel(s)" in luma.stderr
+    pooling = cli("train", str(study), "--knobs", "a=0.25,t=2,r=1,pp=1", "--resolution", "64", "--epochs", "1", "-o",
+                  str(tmp_path / "pooling"), "--init-from", str(best))
+    assert pooling.returncode == 2 and "pp is 0 in the source and 1 here" in pooling.stderr
+    elsewhere = cli("train", str(study), "--knobs", "a=0.25,t=2,r=1,pp=0", "--resolution", "96", "--epochs", "1", "-o",
+                    str(tmp_path / "narrow"), "--init-from", str(tmp_path / "source" / "checkpoint.pt"))
+    assert elsewhere.returncode == 2 and "already holds a run of this network started from" in elsewhere.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -38,6 +40,17 @@ def test_a_concatenation_must_keep_its_input_channels():
     assert inheritable(shapes_of(with_pooling), build("fastscnn", {"a": 1, "t": 2, "r": 1, "pp": 1}))
     assert not inheritable(shapes_of(build("unet", {"a": 1})), build("unet", {"a": 0.5}))  # the skip concatenation
     assert not inheritable(shapes_of(build("bisenetv2", {})), build("fastscnn", {}))  # another family
+
+
+def test_grouped_convolutions_with_several_outputs_per_group_and_knob_switches_must_match():
+    from optiseg.training import knob_mismatch
+
+    assert not inheritable(shapes_of(build("bisenetv2", {"t": 6})), build("bisenetv2", {"t": 3}))  # j // t rewired
+    assert inheritable(shapes_of(build("bisenetv2", {"t": 6}, side=96)), build("bisenetv2", {"t": 6}))  # the same shape
+    assert knob_mismatch("fastscnn", {"a": 1, "pp": 1}, {"a": 0.5, "pp": 0}) == "pp is 1 in the source and 0 here"
+    assert "side exits" in knob_mismatch("fastscnn", {"a": 1, "exits": 2}, {"a": 0.5, "exits": 2})
+    assert knob_mismatch("fastscnn", {"a": 1, "exits": 2}, {"a": 1, "exits": 2}) is None
+    assert knob_mismatch("fastscnn", {"a": 1, "t": 6}, {"a": 0.25, "t": 2}) is None
 
 
 def test_each_tensor_takes_the_leading_slice_of_the_sources():
@@ -112,8 +125,8 @@ def test_a_search_with_inherit_weights_starts_new_networks_from_trained_ones(cli
         assert float(source.knob_dict["a"]) >= float(record.plan.network.knob_dict["a"])  # a source contains its target
         log = (tmp_path / "runs" / "inherit" / record.artifacts / "train" / "train.log").read_text()
         assert f"starting from the weights of trial {source_number}" in log
-    everything = cli("front", str(tmp_path / "runs" / "inherit"), "--all").stdout
-    assert "started from the weights of trial" in everything
+    everything = re.sub(r"[│┃\s]+", " ", cli("front", str(tmp_path / "runs" / "inherit"), "--all").stdout)
+    assert "started from the weights of trial" in everything  # the note, its wrapped lines joined
     from optiseg.records import study_settings
 
     assert study_settings(load_study(tmp_path, "inherit")).get("inherit_weights") is True  # part of the settings hash

@@ -83,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
     run_dir = args.output or config.output / "train" / network.key
     if args.output is None:  # the default run folder, before any training
         require_output(run_dir, "folder", "the run folder")
-    initial = _initial_weights(args.init_from, network) if args.init_from is not None else None
+    initial = _initial_weights(args.init_from, network, run_dir) if args.init_from is not None else None
     cache = DatasetCache(dataset, budget_mb=config.data.cache_mb)
     with ProgressReporter(console, f"{model} {format_knobs(network.knob_dict)} {format_resolution(resolution)}") as reporter:
         result = train_network(
@@ -99,22 +99,35 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _initial_weights(path: Path, network):
-    """``--init-from``'s weights, refused (exit 2) when they cannot start ``network``."""
+def _initial_weights(path: Path, network, run_dir: Path):
+    """``--init-from``'s weights, refused (exit 2) when they cannot start ``network`` or ``run_dir`` holds a run
+    that started otherwise (it would resume, or be returned, as it is)."""
     from ..checkpoint import load_checkpoint
     from ..errors import UsageError
-    from ..training import InitialWeights, inheritable
+    from ..training import CHECKPOINT, InitialWeights, inheritable, knob_mismatch
 
     payload = load_checkpoint(path)
+    source = f"{payload.get('model')} {format_knobs(payload.get('knobs') or {})}"
+    wanted = f"{network.model} {format_knobs(network.knob_dict)}"
     shapes = {name: tuple(tensor.shape) for name, tensor in payload["state_dict"].items()}
-    if payload.get("model") != network.model or not inheritable(shapes, network.build()):
-        raise UsageError(
-            f"--init-from {path}: its network ({payload.get('model')} {format_knobs(payload.get('knobs') or {})}) does not "
-            f"contain {network.model} {format_knobs(network.knob_dict)} with {network.num_classes} output(s) and "
-            f"{network.in_channels} input channel(s)",
-            hint="start from a network of the same family, classes and input channels that is at least as wide, "
-                 "expanded and deep (or the same shape at another resolution)",
-        )
+    if (payload.get("model"), payload.get("num_classes"), payload.get("in_channels")) != (
+            network.model, network.num_classes, network.in_channels):
+        why = (f"it is {payload.get('model')} with {payload.get('num_classes')} output(s) and {payload.get('in_channels')} "
+               f"input channel(s); this is {network.model} with {network.num_classes} and {network.in_channels}")
+    else:
+        why = knob_mismatch(network.model, payload.get("knobs") or {}, network.knob_dict)
+        if why is None and not inheritable(shapes, network.build()):
+            why = f"{source} does not contain {wanted} (narrower, shallower or less expanded somewhere)"
+    if why is not None:
+        raise UsageError(f"--init-from {path} cannot start {wanted}: {why}",
+                         hint="start from a network of the same family, classes and input channels that is at least as "
+                              "wide, expanded and deep, with the same modules on (or the same shape at another resolution)")
+    if (run_dir / CHECKPOINT).is_file():
+        started = load_checkpoint(run_dir / CHECKPOINT).get("initialized_from")
+        if started != str(path):
+            raise UsageError(f"{run_dir} already holds a run of this network started from "
+                             f"{started or 'random weights'}; it would go on from there, not from {path}",
+                             hint="train into a new folder (-o), or remove that one")
     return InitialWeights(payload["state_dict"], str(path))
 
 

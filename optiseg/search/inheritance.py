@@ -20,7 +20,7 @@ from ..checkpoint import load_checkpoint
 from ..layout import StudyLayout
 from ..network import Network
 from ..training import BEST, CHECKPOINT, METRICS, InitialWeights, inheritable
-from ..training.inherit import shapes_of
+from ..training.inherit import knob_mismatch, shapes_of
 
 _shapes: dict[str, dict[str, tuple[int, ...]]] = {}
 
@@ -32,6 +32,8 @@ def _shapes_of(network: Network) -> dict[str, tuple[int, ...]]:
 
 
 def _epochs_trained(record: records.TrialRecord, train_dir: Path) -> tuple[int, Path] | None:
+    # A partial network's epochs are those of its record; a promotion running elsewhere may be past them (the
+    # checkpoint is written atomically, so what is read is one whole epoch's weights).
     """Epochs trained and the weights file to start from, or None when this machine has no weights of it."""
     if (train_dir / METRICS).is_file() and (train_dir / BEST).is_file():
         return int(json.loads((train_dir / METRICS).read_text(encoding="utf-8")).get("epochs_run", 0)), train_dir / BEST
@@ -52,7 +54,8 @@ def choose_source(trial_records, layout: StudyLayout, target: Network) -> tuple[
             continue
         network = record.plan.network
         if (network.key == target.key or network.model != target.model or network.num_classes != target.num_classes
-                or network.in_channels != target.in_channels):
+                or network.in_channels != target.in_channels
+                or knob_mismatch(target.model, network.knob_dict, target.knob_dict) is not None):
             continue
         found = _epochs_trained(record, layout.network(network.key).train)
         if found is None or (network.key, found[0]) in seen or not inheritable(_shapes_of(network), target_model):
@@ -76,4 +79,6 @@ def initial_weights(trial_records, layout: StudyLayout, target: Network) -> Init
         return None
     record, epochs, weights = chosen
     state = load_checkpoint(weights)["state_dict"]
+    if not inheritable({name: tuple(tensor.shape) for name, tensor in state.items()}, target.build()):
+        return None  # weights of another layout than the record's network (e.g. written by an older optiseg)
     return InitialWeights(state, f"trial {record.number} ({record.plan.network.key}, {epochs} epochs)")

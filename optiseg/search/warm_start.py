@@ -25,7 +25,8 @@ from ..layout import StudyLayout
 from .space import SearchSpace
 from .study import StudyHandle, describe_changes
 
-COMPARABLE_SECTIONS = ("data", "training", "constraints", "device", "quantization", "mode", "server", "link")
+COMPARABLE_SECTIONS = ("data", "training", "constraints", "device", "quantization", "mode", "server", "link",
+                       "inherit_weights")
 
 
 @dataclass(frozen=True)

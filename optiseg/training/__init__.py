@@ -6,7 +6,7 @@
 >>> result.metrics["test_iou"]
 """
 
-from .inherit import InitialWeights, inheritable, inherit
+from .inherit import InitialWeights, inheritable, inherit, knob_mismatch
 from .evaluate import SplitEvaluation, evaluate, evaluate_onnx, predict_classes, to_model_input
 from .losses import SegmentationLoss, soft_dice_loss
 from .metrics import SegmentationScores, confusion_matrix, scores_from_confusion
@@ -22,6 +22,7 @@ __all__ = [
     "InitialWeights",
     "inherit",
     "inheritable",
+    "knob_mismatch",
     "SplitEvaluation",
     "evaluate_onnx",
     "Reporter",

@@ -8,7 +8,11 @@ these fully convolutional families do not depend on the input size.
 
 A concatenation breaks leading slices (the first channels of ``[A, B]`` are not the first of each), so a
 module that concatenates names, in ``concatenated_inputs``, the children that read the concatenation; their
-input channels must match exactly.
+input channels must match exactly. So must a grouped convolution with several outputs per group (output ``j``
+reads group ``j // m``: slicing would rewire it). Knobs rule out the rest (:func:`knob_mismatch`): a module
+switched on in one network and off in the other (the layers after a module that is not residual were trained
+on its output), and side exits unless the shapes are the same (exits are placed by MAC share, so heads of
+other shapes tap other stages).
 """
 
 from __future__ import annotations
@@ -36,13 +40,34 @@ def _exact_input_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(prefixes)
 
 
+def _exact_tensors(model: nn.Module) -> set[str]:
+    """Weights of grouped convolutions with several outputs per group: only an identical tensor keeps their wiring."""
+    return {f"{name}.weight" for name, module in model.named_modules()
+            if isinstance(module, nn.Conv2d) and module.groups > 1 and module.out_channels // module.groups > 1}
+
+
+def knob_mismatch(model: str, source_knobs: Mapping, target_knobs: Mapping) -> str | None:
+    """Why two networks' knobs rule out starting one from the other (see the module's text), or None."""
+    from ..models import get_model_entry
+
+    specs = get_model_entry(model).knobs
+    source = {k.name: source_knobs.get(k.name, k.default) for k in specs}
+    target = {k.name: target_knobs.get(k.name, k.default) for k in specs}
+    for spec in specs:
+        if spec.kind is bool and bool(source[spec.name]) != bool(target[spec.name]):
+            return f"{spec.name} is {int(bool(source[spec.name]))} in the source and {int(bool(target[spec.name]))} here"
+    if (source.get("exits") or target.get("exits")) and source != target:
+        return "networks with side exits start only from the same shape (exits are placed by MAC share)"
+    return None
+
+
 def inheritable(source_shapes: Mapping[str, tuple[int, ...]], target: nn.Module) -> bool:
     """Whether a network with these tensor shapes contains ``target``: every tensor of ``target`` exists in it
     with at least its size along every axis (and the same input channels where ``target`` concatenates)."""
-    exact = _exact_input_prefixes(target)
+    exact, identical = _exact_input_prefixes(target), _exact_tensors(target)
     for name, tensor in target.state_dict().items():
         shape = source_shapes.get(name)
-        if shape is None or len(shape) != tensor.dim():
+        if shape is None or len(shape) != tensor.dim() or (name in identical and shape != tuple(tensor.shape)):
             return False
         if any(wanted > have for wanted, have in zip(tensor.shape, shape)):
             return False
