@@ -334,3 +334,21 @@ def test_a_device_failure_is_retried_on_the_next_run_and_a_plan_failure_is_not(t
     assert [r.retry_of for r in trials if r.resolution == "64x64" and r.status == "complete"] == [failures["64x64"].number]
     assert not any(r.retry_of == failures["96x96"].number for r in trials)  # final: the same plan fails the same way
     assert second.counts["complete"] == 2
+
+
+def test_a_constraint_known_only_after_training_makes_the_trained_network_infeasible(tmp_path, data_root):
+    """min_iou is unknown until a network is trained: Optuna keeps a constraint's first value, so the trial must
+    not write a placeholder first (it did: every network passed min_iou)."""
+    import warnings
+
+    from optiseg.config import load_config
+    from optiseg.search import run_search
+
+    config = make_config(tmp_path, data_root, "strict", constraints={"min_iou": 0.9999}, budget={"n_trials": 2})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="The constraint value is ignored")
+        summary = run_search(load_config(config), quiet=True)
+    trained = [r for r in map(read_record, load_study(tmp_path, "strict").trials) if r.status == "complete"]
+    assert trained and all(r.iou < 0.9999 for r in trained)
+    assert all(not r.feasible and r.violations["min_iou"] > 0 for r in trained)
+    assert summary.front == []

@@ -118,16 +118,18 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     writer.evaluate(cost)
     writer.timings(context.timings)
 
-    violated = []
+    # Optuna keeps the first value a trial sets for a constraint (later ones are ignored with a warning), so each
+    # is written once: when the trial ends, from its final figures; one not known by then (say, min_iou of a
+    # network that is not trained) as 0, not violated.
+    violated, settled = [], {}
     for constraint in env.constraints:
         value = cost.get(constraint.metric)
         if value is not None:
-            writer.constraint(constraint.key, constraint.violation(value))
-            if constraint.violation(value) > 0:
+            settled[constraint.key] = constraint.violation(value)
+            if settled[constraint.key] > 0:
                 violated.append(constraint.describe(value))
-        else:
-            writer.constraint(constraint.key, 0.0)  # unknown until trained, not violated
     if violated:
+        _write_constraints(writer, env.constraints, settled)
         writer.status(TOO_SLOW)
         env.progress.stage(f"over a constraint ({'; '.join(violated)}): not trained")
         raise TooSlow("; ".join(violated))
@@ -135,6 +137,7 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
     if rung is not None and rung < len(rungs) - 1:
         partial = _train_to_rung(plan, env, network_folder, context, writer, cost, rung, rungs)
         if partial is not None:
+            _write_constraints(writer, env.constraints, settled)
             return partial
     trained, did_train = _train(plan, env, network_folder, context)
     if did_train:
@@ -146,15 +149,21 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
                                          if trained.metrics.get("initialized_from") else {})})
     writer.evaluate(quality)
     writer.timings(context.timings)
+    final = {}
     for constraint in env.constraints:
         value = quality.get(constraint.metric)
         if value is None:
             raise StudyError(f"plan {plan.key} ({plan.mode} mode) records no {constraint.metric!r}, which constraint "
                              f"{constraint.key} needs", hint="remove the constraint, or the mode from `mode:`")
-        if cost.get(constraint.metric) is None or value != cost.get(constraint.metric):
-            writer.constraint(constraint.key, constraint.violation(value))
+        final[constraint.key] = constraint.violation(value)
+    _write_constraints(writer, env.constraints, final)
     writer.status(COMPLETE)
     return objective_values(quality, env.objectives, plan)
+
+
+def _write_constraints(writer: TrialWriter, constraints: tuple[Constraint, ...], values: dict[str, float]) -> None:
+    for constraint in constraints:
+        writer.constraint(constraint.key, values.get(constraint.key, 0.0))
 
 
 def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, writer: TrialWriter) -> None:
