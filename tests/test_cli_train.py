@@ -56,7 +56,7 @@ def test_train_errors_are_one_line(tmp_path, cli):
 
 
 def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(study, tmp_path, cli):
-    epochs = "8"
+    epochs = "30"  # enough that the kill lands mid-training on a fast, idle machine (an epoch here takes ~0.1 s)
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "optiseg", "train", str(study), *NETWORK, "--epochs", epochs, "-o", str(run_dir), "--no-onnx"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO_ROOT)
