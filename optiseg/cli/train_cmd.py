@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  optiseg train study.yaml --model fastscnn --knobs a=0.5,t=4 --resolution 192 --epochs 30\n"
             "  optiseg train study.yaml --resolution 256x448 -o runs/wide --json\n"
-            "  optiseg train study.yaml --knobs a=0.25,r=1 --resolution 128 --epochs 10 \\\n"
-            "      --init-from runs/train/fastscnn-192x192-rgb-c1-a1_t6_r3_pp1/best.pt"
+            "  optiseg train study.yaml --knobs a=0.25,r=1,pp=0 --resolution 128 --epochs 10 \\\n"
+            "      --init-from runs/train/fastscnn-192x192-rgb-c1-a1_t6_r3_pp0/best.pt"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
