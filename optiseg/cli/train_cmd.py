@@ -105,18 +105,18 @@ def _initial_weights(path: Path, network, run_dir: Path):
     from ..checkpoint import load_checkpoint
     from ..errors import UsageError
     from ..training import CHECKPOINT, InitialWeights, inheritable, knob_mismatch
+    from ..training.inherit import state_shapes
 
     payload = load_checkpoint(path)
     source = f"{payload.get('model')} {format_knobs(payload.get('knobs') or {})}"
     wanted = f"{network.model} {format_knobs(network.knob_dict)}"
-    shapes = {name: tuple(tensor.shape) for name, tensor in payload["state_dict"].items()}
     if (payload.get("model"), payload.get("num_classes"), payload.get("in_channels")) != (
             network.model, network.num_classes, network.in_channels):
         why = (f"it is {payload.get('model')} with {payload.get('num_classes')} output(s) and {payload.get('in_channels')} "
                f"input channel(s); this is {network.model} with {network.num_classes} and {network.in_channels}")
     else:
         why = knob_mismatch(network.model, payload.get("knobs") or {}, network.knob_dict)
-        if why is None and not inheritable(shapes, network.build()):
+        if why is None and not inheritable(state_shapes(payload["state_dict"]), network.build()):
             why = f"{source} does not contain {wanted} (narrower, shallower or less expanded somewhere)"
     if why is not None:
         raise UsageError(f"--init-from {path} cannot start {wanted}: {why}",

@@ -20,7 +20,7 @@ from ..checkpoint import load_checkpoint
 from ..layout import StudyLayout
 from ..network import Network
 from ..training import BEST, CHECKPOINT, METRICS, InitialWeights, inheritable
-from ..training.inherit import knob_mismatch, shapes_of
+from ..training.inherit import knob_mismatch, shapes_of, state_shapes
 
 _shapes: dict[str, dict[str, tuple[int, ...]]] = {}
 
@@ -43,9 +43,12 @@ def _epochs_trained(record: records.TrialRecord, train_dir: Path) -> tuple[int, 
     return None
 
 
-def choose_source(trial_records, layout: StudyLayout, target: Network) -> tuple[records.TrialRecord, int, Path] | None:
-    """The record, epochs and weights file ``target`` starts from (see the module's text), or None."""
-    target_model = target.build()
+def choose_source(trial_records, layout: StudyLayout, target: Network, target_model=None
+                  ) -> tuple[records.TrialRecord, int, Path] | None:
+    """The record, epochs and weights file ``target`` starts from (see the module's text), or None.
+    ``target_model``: ``target`` built (built here if omitted)."""
+    target_model = target_model if target_model is not None else target.build()
+    target_shapes = shapes_of(target_model)
     best, best_key = None, None
     seen: set[tuple[str, int]] = set()
     for record in trial_records:
@@ -63,7 +66,7 @@ def choose_source(trial_records, layout: StudyLayout, target: Network) -> tuple[
         epochs, weights = found
         seen.add((network.key, epochs))
         shapes = _shapes_of(network)
-        same_shape = shapes == shapes_of(target_model)
+        same_shape = shapes == target_shapes
         params = sum(math.prod(shape) for shape in shapes.values())
         distance = abs(math.log(network.resolution[0] * network.resolution[1] / (target.resolution[0] * target.resolution[1])))
         key = (-epochs, not same_shape, params, distance, record.number)
@@ -74,11 +77,12 @@ def choose_source(trial_records, layout: StudyLayout, target: Network) -> tuple[
 
 def initial_weights(trial_records, layout: StudyLayout, target: Network) -> InitialWeights | None:
     """The weights ``target`` starts from, described as ``trial N (network key, E epochs)``; None: from scratch."""
-    chosen = choose_source(trial_records, layout, target)
+    target_model = target.build()
+    chosen = choose_source(trial_records, layout, target, target_model)
     if chosen is None:
         return None
     record, epochs, weights = chosen
     state = load_checkpoint(weights)["state_dict"]
-    if not inheritable({name: tuple(tensor.shape) for name, tensor in state.items()}, target.build()):
+    if not inheritable(state_shapes(state), target_model):
         return None  # weights of another layout than the record's network (e.g. written by an older optiseg)
     return InitialWeights(state, f"trial {record.number} ({record.plan.network.key}, {epochs} epochs)")

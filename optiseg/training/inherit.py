@@ -76,14 +76,18 @@ def inheritable(source_shapes: Mapping[str, tuple[int, ...]], target: nn.Module)
     return True
 
 
+def state_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
+
+
 def shapes_of(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    return state_shapes(model.state_dict())
 
 
 def inherit(target: nn.Module, source_state: Mapping[str, torch.Tensor]) -> int:
     """Load the leading slice of each of ``source_state``'s tensors into ``target``; returns how many were sliced
     (0: the same shape). Raises ``ValueError`` if the source does not contain ``target``."""
-    if not inheritable({name: tuple(tensor.shape) for name, tensor in source_state.items()}, target):
+    if not inheritable(state_shapes(source_state), target):
         raise ValueError("the source network does not contain the target network (narrower, shallower or another family)")
     loaded, sliced = {}, 0
     for name, tensor in target.state_dict().items():
