@@ -14,6 +14,8 @@
 3. The hypervolume of each front over the grid's, with one reference point for all (IoU: the grid's worst
    less 0.02; latency: 1.1 x the grid's slowest). Every study shares one output folder, hence one latency
    cache: a network measured once has one latency in every study.
+4. The same ratio for the front that takes in, marked, the networks a search trained only to a lower rung
+   (``optiseg front --partial``: each scored on the test split as it stands, a deployable file of its own).
 
     python benchmarks/thesis_grid.py --max-resolution 256                # the 30-network part, 3 seeds, 25 % and 50 %
     python benchmarks/thesis_grid.py --max-resolution 256 --epochs 12 --seeds 0 --fractions 0.25 -o runs/grid
@@ -31,7 +33,7 @@ import yaml
 
 from optiseg.config import load_config
 from optiseg.records import COMPLETE, load_records
-from optiseg.results import hypervolume_history, pareto_front, training_totals
+from optiseg.results import PARTIAL, hypervolume_history, pareto_front, training_totals, with_partial
 from optiseg.search import open_existing_study, run_search
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "packages"
@@ -66,8 +68,12 @@ def front_points(records):
 
 
 def hypervolume(records, reference):
-    history = hypervolume_history([r for r in records if r.status == COMPLETE], reference[1], reference=reference)
+    history = hypervolume_history([r for r in records if r.feasible], reference[1], reference=reference)
     return history[-1][1] if history else 0.0
+
+
+def _ratio(value):
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main() -> int:
@@ -138,19 +144,26 @@ def main() -> int:
             records = load_records(open_existing_study(args.output / study).study)
             spent = training_totals(records)
             hv = hypervolume(records, reference)
+            marked = with_partial(records)  # the front that takes partial networks in, marked (`front --partial`)
+            hv_partial = hypervolume(marked, reference)
             row = {"fraction": fraction, "seed": seed, "compute_macs": spent["compute_macs"],
                    "compute_share": spent["compute_macs"] / compute, "networks": spent["networks"],
                    "fully_trained": len({r.candidate for r in records if r.status == COMPLETE}),
                    "front": front_points(records), "hypervolume": hv, "ratio": hv / grid_hv if grid_hv else None,
+                   "front_with_partial": [(r.iou, r.latency_ms, r.status) for r in pareto_front(marked)],
+                   "hypervolume_with_partial": hv_partial, "ratio_with_partial": hv_partial / grid_hv if grid_hv else None,
                    "minutes": (time.perf_counter() - began) / 60}
             rows.append(row)
+            partial_members = sum(1 for *_, status in row["front_with_partial"] if status == PARTIAL)
             print(f"search {int(fraction * 100)} % seed {seed} ({search_epochs} epochs{', inherited weights' if args.inherit else ''}): {row['networks']} networks ({row['fully_trained']} trained "
                   f"fully), compute {row['compute_share']:.2f} of the grid's, front {len(row['front'])}, hypervolume "
-                  f"{hv:.5g}, ratio {row['ratio'] if row['ratio'] is None else round(row['ratio'], 3)}, {row['minutes']:.1f} min", flush=True)
+                  f"{hv:.5g}, ratio {_ratio(row['ratio'])}; with partial networks (marked): front {len(row['front_with_partial'])} "
+                  f"({partial_members} partial), ratio {_ratio(row['ratio_with_partial'])}; {row['minutes']:.1f} min", flush=True)
     for fraction in sorted({r["fraction"] for r in rows}):
-        ratios = sorted(r["ratio"] or 0.0 for r in rows if r["fraction"] == fraction)
-        print(f"at {int(fraction * 100)} % of the grid's compute: hypervolume ratio median {ratios[len(ratios) // 2]:.3f} "
-              f"[{ratios[0]:.3f}, {ratios[-1]:.3f}] over {len(ratios)} seeds", flush=True)
+        for key, label in (("ratio", "whole networks"), ("ratio_with_partial", "with partial networks, marked")):
+            ratios = sorted(r[key] or 0.0 for r in rows if r["fraction"] == fraction)
+            print(f"at {int(fraction * 100)} % of the grid's compute, {label}: hypervolume ratio median "
+                  f"{ratios[len(ratios) // 2]:.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}] over {len(ratios)} seeds", flush=True)
     if args.json:
         print(json.dumps({"grid": {"networks": len(grid_only), "compute_macs": compute, "hypervolume": grid_hv,
                                    "front": front_points(grid_only), "reference": reference, "minutes": grid_s / 60},

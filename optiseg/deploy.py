@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 from .errors import StudyError, UsageError
 from .export import read_metadata
 from .layout import StudyLayout
-from .records import COMPLETE, TOO_SLOW, TrialRecord
+from .records import COMPLETE, PARTIAL, TOO_SLOW, TrialRecord
+from .results import partial_figures
 
 
 def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | None, out: Path) -> list[Path]:
@@ -20,6 +22,7 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
     must be a folder that can be written (``optiseg deploy`` checks it first, with :func:`optiseg._paths.require_output`).
     """
     from .modes import get_mode
+    from .modes._base import Artifact
 
     if record.status == TOO_SLOW:
         over = "; ".join(f"{key} by {value:.4g}" for key, value in record.violations.items()) or "a cost constraint"
@@ -28,9 +31,18 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
             f"trial {record.number} was {what} (over {over}) and was not trained, so there is nothing to deploy",
             hint="pick a trial from `optiseg front STUDY`",
         )
-    if record.status != COMPLETE or record.artifacts is None:
-        raise UsageError(f"trial {record.number} did not complete ({record.status}); pick a trial from `optiseg front STUDY`")
-    artifacts = get_mode(record.mode).artifacts(record.plan, StudyLayout(study_folder).network_at(record.artifacts))
+    partial = partial_figures(record) if record.mode == "device" else None
+    if (record.status != COMPLETE and partial is None) or record.artifacts is None:
+        raise UsageError(f"trial {record.number} did not complete ({record.status}); pick a trial from `optiseg front STUDY`"
+                         + (" (or `optiseg front STUDY --partial`)" if record.status == PARTIAL else ""))
+    folder = StudyLayout(study_folder).network_at(record.artifacts)
+    if partial is not None:  # a network trained to a lower rung only, as it stands: marked so wherever it goes
+        record = replace(record, feasible=True)
+        artifacts = [Artifact(folder.path / partial["onnx"], "model.onnx",
+                              f"the network after {partial['epochs']} of {partial['of']} epochs (partial: the study trained it "
+                              "no further), its best weights so far, FP32")]
+    else:
+        artifacts = get_mode(record.mode).artifacts(record.plan, folder)
     for artifact in artifacts:
         if not artifact.source.is_file():
             raise StudyError(
@@ -56,6 +68,7 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
         "latency_p90_ms": record.latency_p90_ms,
         "fps": record.fps,
         "iou": record.iou,
+        "partial": {k: partial[k] for k in ("epochs", "of", "rung")} if partial else None,
         "evaluation": record.evaluation.as_dict(),
         "metrics": record.metrics,
         "device": record.latency.get("facts", {}),
@@ -104,7 +117,7 @@ def _readme(record: TrialRecord, meta: dict[str, str], artifacts) -> str:
 | plan | `{record.plan_key}` |
 | knobs | {json.dumps(record.knobs)} |
 | input | `{meta.get('input_name', 'input')}`, {meta.get('input_shape', '?')} ({meta.get('input_layout', 'NCHW float32')}) |
-| test IoU | {record.iou:.4f} |
+| test IoU | {record.iou:.4f}{_partial_note(record)} |
 | latency | median {record.latency_ms:.2f} ms (p90 {record.latency_p90_ms or float('nan'):.2f} ms), {record.fps:.1f} fps on {device}{f', {threads} threads' if threads else ''} |
 | parameters / MACs | {record.params:,} / {record.macs:,} |
 
@@ -127,6 +140,11 @@ pre- and post-processing:
 The full metadata is in the ONNX file: `python3 -c "import onnxruntime as o; print(o.InferenceSession('model.onnx').get_modelmeta().custom_metadata_map)"`.
 `metrics.json` holds the figures above and the device facts; `config.yaml` is the study config.
 """
+
+
+def _partial_note(record: TrialRecord) -> str:
+    figures = partial_figures(record)
+    return "" if figures is None else f" (**partial**: after {figures['epochs']} of {figures['of']} epochs; a whole training usually scores higher)"
 
 
 def _fmt(value) -> str:

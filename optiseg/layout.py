@@ -60,6 +60,10 @@ class NetworkFolder:
     def trained_onnx(self) -> Path:
         return self.path / TRAIN_DIR / "model.onnx"
 
+    def rung_onnx(self, epochs: int) -> Path:
+        """The network as it stood after ``epochs`` epochs (a multi-fidelity rung): its best weights so far."""
+        return self.path / TRAIN_DIR / f"model-{epochs}-epochs.onnx"
+
     @property
     def best_checkpoint(self) -> Path:
         return self.path / TRAIN_DIR / "best.pt"

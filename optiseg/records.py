@@ -53,7 +53,7 @@ _DRIFT = "optiseg_drift:"  # + a time stamp: one drift event
 
 # What became of a trial.
 COMPLETE = "complete"  # cost measured and trained: every objective known
-PARTIAL = "partial"  # multi-fidelity: trained for a lower rung's epochs, judged on validation IoU; never on the front
+PARTIAL = "partial"  # multi-fidelity: trained for a lower rung's epochs, judged on validation IoU; on a front only marked
 TOO_SLOW = "too_slow"  # cost measured, over a cost constraint: not trained, quality unknown
 FAILED = "failed"  # an error; see `error`
 INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or a dead worker; retried on the next run
@@ -177,7 +177,8 @@ class TrialRecord:
 
     @property
     def iou(self) -> float | None:
-        return self.evaluation.get("iou") if self.status == COMPLETE else None
+        # a partial network's figure counts only where a front takes it in, marked (results.with_partial)
+        return self.evaluation.get("iou") if self.status == COMPLETE or (self.status == PARTIAL and self.feasible) else None
 
     @property
     def latency_ms(self) -> float | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 from .records import (  # noqa: F401  (re-exported: the statuses and the record belong to optiseg.records)
@@ -37,6 +38,36 @@ def objective_pairs(objectives) -> tuple[tuple[str, str], ...]:
     if objectives is None:
         return DEFAULT_OBJECTIVES
     return tuple((o.metric, o.direction) if hasattr(o, "metric") else tuple(o) for o in objectives)
+
+
+def with_partial(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """``records`` with each partial network that may stand on a front, marked, made feasible (status still
+    ``partial``): a multi-fidelity network scored on the test split where its training stopped (see
+    :func:`partial_figures`), within every constraint on those figures, and trained no further since (its
+    network has no trial of a higher rung that finished). Fronts built from these show what a study holds
+    now, whole networks and partial ones; without it, partial networks never stand on a front."""
+    records = list(records)
+    furthest: dict[str, int] = {}
+    for record in records:
+        if record.status in (COMPLETE, PARTIAL) and record.candidate is not None and record.duplicate_of is None:
+            rung = record.rung if record.status == PARTIAL else math.inf
+            furthest[record.candidate] = max(furthest.get(record.candidate, -1), rung)
+    out = []
+    for record in records:
+        figures = partial_figures(record)
+        if (figures is not None and record.rung == furthest.get(record.candidate)
+                and all(v is not None and v <= 0 for v in (figures.get("constraints") or {}).values())):
+            record = replace(record, feasible=True)
+        out.append(record)
+    return out
+
+
+def partial_figures(record: TrialRecord) -> dict | None:
+    """A partial trial's rung as scored on the test split (epochs, of, onnx, constraints ...), or None."""
+    fidelity = record.evaluation.details.get("fidelity") or {}
+    if record.status != PARTIAL or "onnx" not in fidelity or record.metric("iou") is None:
+        return None
+    return dict(fidelity)
 
 
 def evaluated_plans(records: Iterable[TrialRecord], objectives=None) -> list[TrialRecord]:

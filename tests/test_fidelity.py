@@ -64,12 +64,64 @@ def test_a_search_in_rungs_trains_the_promising_networks_on_and_keeps_the_rest_o
         assert r.metric("train_compute") == pytest.approx(3 * source.metric("train_compute"))
     front = json.loads(cli("front", str(tmp_path / "runs" / "rungs"), "--json").stdout)
     assert {row["trial"] for row in front["trials"]} <= {r.number for r in complete}  # partial trials never on the front
+    study_folder = tmp_path / "runs" / "rungs"
+    for r in partial_trials:  # each scored on the test split as it stood after its rung, with a file of its own
+        assert 0.0 <= r.metric("iou") <= 1.0 and r.evaluation.details["fidelity"]["onnx"] == "train/model-2-epochs.onnx"
+        assert (study_folder / r.artifacts / "train" / "model-2-epochs.onnx").is_file()
+    marked = json.loads(cli("front", str(study_folder), "--partial", "--json").stdout)["trials"]
+    went_on = {c.promotion_of for c in complete}
+    shown_partial = [row for row in marked if row["status"] == PARTIAL]
+    assert shown_partial  # four networks stopped at the first rung: the fastest of them stands on the marked front
+    assert all(row["trial"] not in went_on for row in shown_partial)  # a network trained further shows as that
+    assert all(row["partial"]["epochs"] == 2 and row["partial"]["of"] == 6 and row["iou"] is not None for row in shown_partial)
+    assert json.loads(result.stdout)["partial_on_front"] == len(shown_partial)
+    table = cli("front", str(study_folder), "--partial").stdout
+    assert "with partial networks" in table and ("partial: 2 of 6 epochs" in table) == bool(shown_partial)
+    left = next(r for r in partial_trials if r.number not in went_on)  # deployable as it stands, marked so
+    deployed = cli("deploy", str(study_folder), "--trial", str(left.number), "-o", str(tmp_path / "deploy"))
+    assert deployed.returncode == 0, deployed.stderr
+    assert (tmp_path / "deploy" / "model.onnx").read_bytes() == (study_folder / left.artifacts / "train" / "model-2-epochs.onnx").read_bytes()
+    assert "**partial**: after 2 of 6 epochs" in (tmp_path / "deploy" / "README.md").read_text()
+    assert json.loads((tmp_path / "deploy" / "metrics.json").read_text())["partial"] == {"epochs": 2, "of": 6, "rung": 0}
+    report = cli("report", str(study_folder), "--no-samples", "-o", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert ("Partial networks that would join it" in page) == bool(shown_partial)
+    assert all(f"--trial {row['trial']} " in page for row in shown_partial)
     everything = cli("front", str(tmp_path / "runs" / "rungs"), "--all").stdout
     assert "rung 1 of 2" in everything and "trained on" in everything
     images = len(list((data_root / "train" / "images").iterdir()))
     expected = sum(2 * images * r.macs for r in partial_trials if r.number not in {c.promotion_of for c in complete})
     expected += sum(6 * images * r.macs for r in complete)
     assert front["training"]["compute_macs"] == pytest.approx(expected)
+
+
+def scored_partial(number: int, iou: float, latency_ms: float, rung: int = 0, a: float = 0.25,
+                   constraints: dict | None = None) -> TrialRecord:
+    record = TrialRecord.make(number, COMPLETE, model="fastscnn", knobs={"a": a}, resolution="64", iou=iou, val_iou=iou,
+                              latency_ms=latency_ms)
+    fidelity = {"rung": rung, "rungs": [2, 6, 18], "epochs": 2 * 3 ** rung, "of": 18,
+                "onnx": f"train/model-{2 * 3 ** rung}-epochs.onnx", "constraints": constraints or {}}
+    evaluation = record.evaluation.merged(details={"fidelity": fidelity})
+    return TrialRecord(number=number, status=PARTIAL, plan=record.plan, evaluation=evaluation, rung=rung)
+
+
+def test_a_partial_network_stands_on_the_marked_front_only_as_it_stands_now_and_within_the_constraints():
+    from optiseg.results import pareto_front, with_partial
+
+    whole = TrialRecord.make(0, COMPLETE, model="fastscnn", knobs={"a": 1.0}, resolution="64", iou=0.95, latency_ms=5.0,
+                             feasible=True)
+    left_at_rung = scored_partial(1, 0.90, 1.0, a=0.125)  # fast, trained no further
+    went_on = scored_partial(2, 0.80, 2.0, a=0.5)  # its network has a trial of the next rung ...
+    next_rung = scored_partial(3, 0.85, 2.0, rung=1, a=0.5)  # ... which stands for it
+    over = scored_partial(4, 0.60, 0.5, a=0.25, constraints={"min_iou": 0.1})  # over min_iou on its test figures
+    unjudged = scored_partial(5, 0.99, 0.4, a=0.75, constraints={"min_iou": None})  # a constraint it cannot be judged on
+    records = [whole, left_at_rung, went_on, next_rung, over, unjudged]
+    assert [r.number for r in pareto_front(records)] == [0]  # without: whole networks only
+    assert left_at_rung.iou is None  # a partial figure counts only where a front takes it in
+    marked = with_partial(records)
+    assert [r.number for r in marked if r.feasible] == [0, 1, 3]
+    assert [(r.number, r.status, r.iou) for r in pareto_front(marked)] == [(1, PARTIAL, 0.90), (0, COMPLETE, 0.95)]
 
 
 def test_a_promotion_that_would_pass_the_training_budget_is_skipped_once_the_study_has_a_front():

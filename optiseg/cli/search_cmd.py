@@ -14,7 +14,8 @@ from ._common import human_count, print_json, stderr_console, stdout_console
 FRONT_COLUMNS = ("trial", "status", "plan", "mode", "precision", "model", "resolution", "in_channels", "knobs",
                  "params", "macs", "activation_mb", "onnx_mb", "device_mb", "latency_ms", "latency_p90_ms", "fps",
                  "iou", "miou", "feasible", "duplicate_of", "imported_from", "retry_of", "derived_from", "error", "error_retryable",
-                 "latency_first_ms", "latency_low_ms", "latency_high_ms", "latency_rounds", "latency_source", "tied_with")
+                 "latency_first_ms", "latency_low_ms", "latency_high_ms", "latency_rounds", "latency_source", "tied_with",
+                 "partial_epochs")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     front.add_argument("study", type=Path, help="study folder (e.g. runs/quickstart) or the study's config file")
     front.add_argument("--all", action="store_true", help="every trial with its status and cause, not only the front")
+    front.add_argument("--partial", action="store_true",
+                       help="also networks a multi-fidelity study trained only to a lower rung, scored on the test split "
+                       "as they stand and marked partial (deployable with `optiseg deploy --trial N`)")
     front.add_argument("--mode", action="append", metavar="MODE",
                        help="only plans of this deployment mode or precision (device, int8, split, early_exit, early_exit_split, cascade, fp32; repeatable)")
     output = front.add_mutually_exclusive_group()
@@ -100,6 +104,7 @@ def run_search_command(args: argparse.Namespace) -> int:
                 "elapsed_s": round(summary.elapsed_s, 1),
                 "front": [r.as_dict() for r in summary.front],
                 "confirmation": summary.confirmation,
+                "partial_on_front": summary.partial_on_front,
             }
         )
     else:
@@ -147,6 +152,10 @@ def _print_summary(summary) -> None:
         )
     else:
         console.print("no feasible trained plan yet: relax the constraints or give the search more trials", soft_wrap=True)
+    if summary.partial_on_front:
+        console.print(f"{summary.partial_on_front} network{'s' if summary.partial_on_front > 1 else ''} trained to a lower rung only "
+                      f"would stand on the front, marked partial: optiseg front {shlex.quote(str(summary.folder))} --partial",
+                      soft_wrap=True, markup=False)
 
 
 def _front_rows(trial_records, ties=None):
@@ -180,8 +189,19 @@ def _front_rows(trial_records, ties=None):
             "latency_rounds": len(revision.get("rounds") or ()) if revision else None,
             "latency_source": revision.get("source") if revision else None,
             "tied_with": list((ties or {}).get(r.number, ())),
+            "partial": _partial_row(r),
         })
     return rows
+
+
+def _partial_row(record) -> dict | None:
+    """Where a partial network's training stopped and its file (None for any other trial)."""
+    from ..results import partial_figures
+
+    figures = partial_figures(record)
+    if figures is None:
+        return None
+    return {"epochs": figures.get("epochs"), "of": figures.get("of"), "rung": figures.get("rung"), "onnx": figures.get("onnx")}
 
 
 def _csv(rows) -> str:
@@ -200,19 +220,22 @@ def _csv(rows) -> str:
             **{f"iou[{c}]": row["per_class_iou"].get(c) for c in classes},
             "knobs": ";".join(f"{k}={v}" for k, v in row["knobs"].items()),
             "tied_with": ";".join(str(n) for n in row["tied_with"]),
+            "partial_epochs": f"{row['partial']['epochs']}/{row['partial']['of']}" if row["partial"] else "",
         })
     return buffer.getvalue()
 
 
 def run_front(args: argparse.Namespace) -> int:
     from .. import records as store
-    from ..results import confirmed_front, load_records, training_totals
+    from ..results import confirmed_front, load_records, training_totals, with_partial
     from ..search import open_existing_study
     from ..search.objectives import objectives_from
     from ..search.progress import front_table
 
     handle = open_existing_study(args.study)
     trial_records = load_records(handle.study)  # revised latencies (optiseg confirm, drift checks) applied
+    if args.partial:
+        trial_records = with_partial(trial_records)
     objectives = objectives_from(store.study_settings(handle.study).get("objectives"))
     front = confirmed_front(trial_records, objectives)  # without revisions, exactly the point-value front
     chosen = sorted(trial_records, key=lambda r: r.number) if args.all else front.members
@@ -234,7 +257,8 @@ def run_front(args: argparse.Namespace) -> int:
     elif args.csv:
         sys.stdout.write(_csv(rows))
     else:
-        title = f"{handle.name}: {'all trials' if args.all else f'Pareto front ({len(chosen)} of {len(trial_records)} trials)'}"
+        front_name = "Pareto front with partial networks" if args.partial else "Pareto front"
+        title = f"{handle.name}: {'all trials' if args.all else f'{front_name} ({len(chosen)} of {len(trial_records)} trials)'}"
         table = front_table(chosen, title=title, show_status=args.all, ties=front.ties)
         stdout_console().print(table if chosen else f"{title}: no feasible trained plan yet")
     return 0

@@ -24,6 +24,7 @@ from ..plans import get_metric
 from ..results import (
     COMPLETE,
     FAILED,
+    PARTIAL,
     RUNNING,
     SKIPPED,
     TOO_SLOW,
@@ -35,6 +36,7 @@ from ..results import (
     reference_point,
     training_totals,
     pareto_front,
+    with_partial,
 )
 
 BASELINE_TIER = "baseline"
@@ -297,6 +299,7 @@ class FrontRow(NamedTuple):
     deploy_command: str
     confirmed: str | None = None  # "[low, high] ms, N rounds" once confirmation rounds measured it again
     tied_with: tuple[int, ...] = ()  # members the intervals cannot order against this one
+    partial: str | None = None  # "3 of 10 epochs" for a network a multi-fidelity study trained no further
 
 
 def deploy_command(study_arg: str, record: TrialRecord) -> str:
@@ -334,8 +337,16 @@ def front_rows(records: Sequence[TrialRecord], study_arg: str,
             deploy_command=deploy_command(study_arg, record),
             confirmed=confirmed,
             tied_with=front.tied_with(record.number),
+            partial=(f"{record.evaluation.details['fidelity'].get('epochs')} of {record.evaluation.details['fidelity'].get('of')} "
+                     "epochs") if record.status == PARTIAL else None,
         ))
     return tuple(rows)
+
+
+def partial_front_rows(records: Sequence[TrialRecord], study_arg: str,
+                       objectives: Sequence[tuple[str, str]] = DEFAULT_OBJECTIVES) -> tuple[FrontRow, ...]:
+    """The partial networks on the front that takes them in, marked (:func:`optiseg.results.with_partial`)."""
+    return tuple(row for row in front_rows(with_partial(records), study_arg, objectives) if row.partial)
 
 
 class SplitRow(NamedTuple):

@@ -127,6 +127,7 @@ class ReportPage(NamedTuple):
     notes: tuple[str, ...] = ()
     latency_checks: LatencyCheckData | None = None
     split: tuple[SplitTable, ...] = ()
+    partial_front: tuple[FrontRow, ...] = ()  # multi-fidelity: partial networks that would join the front, marked
 
 
 class _Figures:
@@ -331,7 +332,21 @@ def _front_section(page: ReportPage) -> Markup:
         "Fastest first. Latency is the median on the device (p90 beside it); a confirmed latency is the median of "
         "interleaved rounds with its confidence interval, and members whose intervals overlap are tied; activations are the float32 tensors of one "
         "forward pass. The deploy command writes the trained ONNX with predict.py and a README for the device."),
-        *_split_tables(page))
+        *_partial_table(page), *_split_tables(page))
+
+
+def _partial_table(page: ReportPage) -> list[Any]:
+    """Networks a multi-fidelity study trained only to a lower rung that would stand on the front, marked."""
+    if not page.partial_front:
+        return []
+    rows = [[r.number, r.resolution or "", r.knobs, r.partial, _fmt(r.latency_ms, ".2f"), _fmt(r.fps, ".1f"), f"{r.iou:.4f}",
+             tag("code", r.deploy_command, class_="cmd")] for r in page.partial_front]
+    return [tag("h3", "Partial networks that would join it"),
+            _table(("trial", "resolution", "knobs", "trained", "latency ms", "fps", "IoU", "deploy"), rows, numeric=(0, 4, 5, 6)),
+            _note("Not on the front above, which holds whole trainings only: each of these was trained to a lower rung of the "
+                  "multi-fidelity search and not on, and would stand on the front beside the whole ones (optiseg front --partial). "
+                  "Its IoU is its best weights so far on the test split; a whole training usually scores higher. Its deploy "
+                  "command ships that very network, marked partial.")]
 
 
 def _mattered_section(page: ReportPage, figs: _Figures, fg) -> Markup:

@@ -8,8 +8,9 @@ larger hypervolume contribution first, measured from a reference point just beyo
 networks, so that an extreme network counts for the area it adds, not infinitely) and the best ``n // eta`` that have not gone on yet get a trial of the
 next rung, queued with the same params: it resumes training from the network's checkpoint, so no epoch is
 trained twice (asynchronous successive halving, ASHA, adapted to several objectives). Latency is exact at
-every rung: it is measured before any training. Only the last rung gives a plan its test IoU, and only
-then does it count for the front; the lower rungs' trials are ``partial``.
+every rung: it is measured before any training. The lower rungs' trials are ``partial``: scored on the test
+split as they stand (for the front that takes them in, marked: :func:`optiseg.results.with_partial`), judged by
+the sampler and the promotions on validation only; the front proper holds whole trainings.
 """
 
 from __future__ import annotations

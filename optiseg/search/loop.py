@@ -31,7 +31,7 @@ from ..errors import OptisegError, StudyError
 from ..layout import StudyLayout
 from ..quantize import QuantizationSettings
 from ..records import COMPLETE, FAILED, INTERRUPTED, TOO_SLOW, TrialRecord, load_records
-from ..results import pareto_front, training_totals
+from ..results import pareto_front, training_totals, with_partial
 from .confirm import confirm_at_end_of_search
 from .latency_watch import LatencyWatch
 from .lease import LeaseSettings, TrialLease, recover_stale_trials
@@ -67,6 +67,7 @@ class SearchSummary:
     elapsed_s: float = 0.0
     interrupted: bool = False
     confirmation: dict | None = None  # what the end-of-search confirmation did (ConfirmReport.as_dict), if it ran
+    partial_on_front: int = 0  # multi-fidelity: partial networks on the front that takes them in (`front --partial`)
 
 
 def run_search(
@@ -191,6 +192,7 @@ def run_search(
         stop_reason=stop_reason, finished_this_run=finished_this_run, counts=counts,
         front=pareto_front(trial_records, objectives), elapsed_s=time.monotonic() - started, interrupted=interrupted,
         confirmation=confirmation.as_dict() if confirmation is not None else None,
+        partial_on_front=sum(1 for r in pareto_front(with_partial(trial_records), objectives) if r.status == records.PARTIAL),
     )
 
 

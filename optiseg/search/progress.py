@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..results import TrialRecord
+from ..results import PARTIAL, TrialRecord
 from ..secrets import mask_credentials
 
 
@@ -175,12 +175,13 @@ def front_table(front: list[TrialRecord], title: str | None = None, *, show_stat
     revised = any(latency_revision(r) for r in front)
     tied = bool(ties)
     remote = any(r.metric("server_latency_ms") for r in front)  # a plan with a part on the server: where the time goes
+    marked = not show_status and any(r.status == PARTIAL for r in front)  # a front that takes partial networks in
     table = Table(title=title, title_justify="left", header_style="bold")
     columns = [("trial", True)] + ([("status", False)] if show_status else []) + [
         ("resolution", False), ("knobs", False), ("plan", False), ("params", True), ("MACs", True),
         ("latency ms", True)] + ([("confirmed", False)] if revised else []) + (
         [("device ms", True), ("link ms", True), ("server ms", True), ("sent", True)] if remote else []) + [
-        ("fps", True), ("IoU", True)]
+        ("fps", True), ("IoU", True)] + ([("trained", False)] if marked else [])
     if tied:
         columns.append(("tied with", False))
     if show_status:
@@ -194,13 +195,19 @@ def front_table(front: list[TrialRecord], title: str | None = None, *, show_stat
             f"{r.latency_ms:.2f}" if r.latency_ms is not None else ""] + (
             [revision_note(r)] if revised else []) + (_where_the_time_goes(r) if remote else []) + [
             f"{r.fps:.1f}" if r.fps else "", f"{r.iou:.4f}" if r.iou is not None else "",
-        ]
+        ] + ([_trained_note(r)] if marked else [])
         if tied:
             cells.append(", ".join(str(n) for n in (ties or {}).get(r.number, ())))
         if show_status:
             cells.append(trial_note(r))
         table.add_row(*cells)
     return table
+
+
+def _trained_note(r: TrialRecord) -> str:
+    """``whole``, or ``partial: 3 of 10 epochs`` for a network a multi-fidelity study trained no further."""
+    fidelity = r.evaluation.details.get("fidelity") or {}
+    return f"partial: {fidelity.get('epochs')} of {fidelity.get('of')} epochs" if r.status == PARTIAL else "whole"
 
 
 def _where_the_time_goes(r: TrialRecord) -> list[str]:
@@ -255,8 +262,10 @@ def _status_note(r: TrialRecord) -> str:
     fidelity = r.evaluation.details.get("fidelity") or {}
     if r.status == "partial":
         val = r.metric("val_iou")
+        test = r.metric("iou")
+        shown = f"test IoU {test:.4f} as it stands (see front --partial)" if test is not None else "not on the front"
         return (f"rung {fidelity.get('rung', 0) + 1} of {len(fidelity.get('rungs') or ()) or '?'}: {fidelity.get('epochs')} of "
-                f"{fidelity.get('of')} epochs, val IoU {'n/a' if val is None else f'{val:.4f}'} (not on the front)")
+                f"{fidelity.get('of')} epochs, val IoU {'n/a' if val is None else f'{val:.4f}'}; {shown}")
     if r.derived_from:
         cascade = r.evaluation.details.get("cascade") or {}
         share = cascade.get("share_sent")

@@ -193,7 +193,7 @@ def _gate_on_prediction(env: TrialEnvironment, plan: DeploymentPlan, mode, write
 
 def _train_to_rung(plan, env, folder, context, writer, cost, rung: int, rungs) -> tuple[float, ...] | None:
     """Train the plan's network on to the rung's epochs (resuming from its checkpoint) and record it as partial:
-    its best validation IoU so far stands for the test IoU in the sampler's objectives; the front ignores it.
+    its best validation IoU so far stands for the test IoU in the sampler's objectives; the front proper ignores it.
     None when the training finished whole before the rung (early stopping): then it is scored as a full one."""
     import time
 
@@ -221,6 +221,8 @@ def _train_to_rung(plan, env, folder, context, writer, cost, rung: int, rungs) -
                               "best_epoch": scores["best_epoch"], "val_miou": scores["val_miou"]},
                  **({"initialized_from": scores["initialized_from"]} if scores.get("initialized_from") else {})},
     )
+    if plan.mode == "device":
+        evaluation = _scored_as_it_stands(plan, env, folder, evaluation, scores["epochs_run"])
     writer.evaluate(evaluation)
     writer.timings(context.timings)
     writer.status(PARTIAL)
@@ -231,6 +233,30 @@ def _train_to_rung(plan, env, folder, context, writer, cost, rung: int, rungs) -
     if any(v is None for v in values):
         raise ValueError(f"plan {plan.key} has no validation IoU after {scores['epochs_run']} epochs")
     return tuple(float(v) for v in values)
+
+
+def _scored_as_it_stands(plan, env, folder: NetworkFolder, evaluation: Evaluation, epochs: int) -> Evaluation:
+    """A partial network as it stands after ``epochs``: its best weights so far scored on the test split and
+    exported (``train/model-<epochs>-epochs.onnx``), so that it can stand on a front marked partial
+    (``optiseg front --partial``). Its constraints are judged on these figures here, for that front only:
+    the sampler and the promotions go on judging it on its validation IoU."""
+    from ..training import score_best_so_far
+
+    env.progress.stage(f"scoring the network after {epochs} epochs on the test split")
+    onnx = folder.rung_onnx(epochs)
+    scores = score_best_so_far(plan.network, dataset=env.dataset, training=env.config.training, run_dir=folder.train,
+                               onnx_path=onnx, cache=env.cache)
+    scored = evaluation.merged(
+        metrics={"iou": scores.get("test_iou"), "miou": scores.get("test_miou")},
+        per_class_iou={name: value for name, value in (scores.get("test_class_iou") or {}).items() if value is not None},
+    )
+    judged = {}
+    for constraint in env.constraints:
+        value = scored.get(constraint.metric)
+        judged[constraint.key] = None if value is None else constraint.violation(value)
+    fidelity = {**evaluation.details["fidelity"], "onnx": str(onnx.relative_to(folder.path)),
+                "test_best_epoch": scores["best_epoch"], "constraints": judged}
+    return scored.merged(details={"fidelity": fidelity, "iou_source": "PyTorch network on the test split, best weights so far"})
 
 
 def training_cost(metrics: dict[str, Any], train_images: int, macs: float | None) -> dict[str, float | None]:

@@ -11,7 +11,7 @@ from .evaluate import SplitEvaluation, evaluate, evaluate_onnx, predict_classes,
 from .losses import SegmentationLoss, soft_dice_loss
 from .metrics import SegmentationScores, confusion_matrix, scores_from_confusion
 from ._run_folder import BEST, CHECKPOINT, LOG, METRICS, ONNX, TrainResult
-from .trainer import Reporter, pick_device, train_network
+from .trainer import Reporter, pick_device, score_best_so_far, train_network
 
 __all__ = [
     "BEST",
@@ -33,6 +33,7 @@ __all__ = [
     "evaluate",
     "pick_device",
     "predict_classes",
+    "score_best_so_far",
     "scores_from_confusion",
     "soft_dice_loss",
     "to_model_input",

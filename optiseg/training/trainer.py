@@ -118,6 +118,34 @@ def train_network(
         return run.finish(export_onnx)
 
 
+def score_best_so_far(
+    network: Network,
+    *,
+    dataset: Dataset,
+    training: TrainingConfig,
+    run_dir: str | os.PathLike,
+    onnx_path: str | os.PathLike,
+    cache: DatasetCache | None = None,
+) -> dict[str, Any]:
+    """Score an unfinished run's best weights so far (``best.pt``) on the test split and export them to ``onnx_path``.
+
+    What a training stopped early on purpose (a multi-fidelity rung) is worth as it stands: the test
+    figures (``test_iou``, ``test_miou``, ``test_class_iou`` ...) of the weights the run would keep, and a
+    deployable ONNX file beside the run's own, which later epochs leave as it is. The run is not changed.
+    """
+    run_dir = Path(run_dir)
+    identity = run_identity(network, dataset, training)
+    with locked(run_dir):
+        run = _Run(network, dataset, training, run_dir, identity, cache or DatasetCache(dataset), None)
+        best = load_checkpoint(run_dir / BEST)
+        refuse_other_run(run_dir, best.get("run", identity), identity)
+        run._load_best(best)
+        evaluations = run._evaluate(run.cache.resized("test", run.resolution), run.cache.original_masks("test"))
+        scores = {**evaluations[-1].scores.to_dict("test_"), "test_loss": evaluations[-1].loss, "best_epoch": int(best["epoch"])}
+        run._export(scores, Path(onnx_path))
+    return scores
+
+
 def _notify(reporter: Any, event: str, *args: Any) -> None:
     method = getattr(reporter, event, None)
     if method is not None:
@@ -437,8 +465,8 @@ class _Run:
         write_json_atomic(stored_path, metrics)
         return result_from_metrics(self.run_dir, metrics)
 
-    def _load_best(self) -> None:
-        best = load_checkpoint(self.run_dir / BEST)
+    def _load_best(self, best: Mapping[str, Any] | None = None) -> None:
+        best = best or load_checkpoint(self.run_dir / BEST)
         self.model.load_state_dict(best["state_dict"])
         self.model.to(self.device, memory_format=torch.channels_last)
 
@@ -501,13 +529,13 @@ class _Run:
             "test": _exit_figures(self.outputs, test),
         }
 
-    def _export(self, metrics: dict[str, Any]) -> None:
+    def _export(self, metrics: dict[str, Any], path: Path | None = None) -> None:
         from ..export import export_onnx
 
         _notify(self.reporter, "on_evaluate", "export")
         model = self.model.to("cpu", memory_format=torch.contiguous_format)
         export_onnx(
-            model, self.run_dir / ONNX, self.network, class_names=self.dataset.class_names,
+            model, path or self.run_dir / ONNX, self.network, class_names=self.dataset.class_names,
             extra_metadata={"test_iou": _fmt(metrics.get("test_iou")), "best_epoch": str(metrics.get("best_epoch"))},
         )
 
