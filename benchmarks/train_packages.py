@@ -81,7 +81,7 @@ class SpeedProbe:
         torch.manual_seed(0)
         self.training, self.batches = training, max(2, images // training.batch_size)  # the same images at every batch size
         self.model = build_model(model_name, knobs, dataset.num_classes, 3).to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr, fused=training.fused_optimizer or None)
         self.loss_fn = SegmentationLoss(dataset.num_classes, training.dice_weight)
         label_scale = effective_label_scale(training.label_scale, resolution, cache.original_masks("val")[0].shape)
         self.source = cache.resized("train", train_source_size(resolution, training.augment, label_scale))

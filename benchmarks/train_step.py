@@ -3,8 +3,8 @@
     python benchmarks/train_step.py                          # Fast-SCNN a=1,t=6,r=3,pp=1 at 192x192
     python benchmarks/train_step.py --compile --rounds 6     # also torch.compile (slow to start: minutes)
 
-Each contender is one (batch size, precision, memory format, compiled) setting of
-the same network with Adam, stepping on random tensors (no data loading: see
+Each contender is one (batch size, precision, memory format, compiled, Adam's
+implementation) setting of the same network with Adam, stepping on random tensors (no data loading: see
 ``train_packages.py`` for that); the contenders take turns round by round (A B C
 A B C ...), each round about 32 images, and the first round is left out. Prints
 the median images/s of each and its ratio to the first (today's: batch 4,
@@ -26,23 +26,26 @@ from optiseg.cli._common import parse_knobs
 from optiseg.models import parse_resolution
 from optiseg.network import Network
 
-CONTENDERS = {  # name: (batch size, bf16 autocast, channels-last, compiled)
-    "batch 4 (today)": (4, False, True, False),
-    "batch 4 NCHW": (4, False, False, False),
-    "batch 4 bf16": (4, True, True, False),
-    "batch 8": (8, False, True, False),
-    "batch 16": (16, False, True, False),
-    "batch 16 bf16": (16, True, True, False),
-    "batch 32": (32, False, True, False),
+CONTENDERS = {  # name: (batch size, bf16 autocast, channels-last, compiled, Adam: "loop" (torch's CPU default) or "fused")
+    "batch 4 (today)": (4, False, True, False, "loop"),
+    "batch 4 NCHW": (4, False, False, False, "loop"),
+    "batch 4 bf16": (4, True, True, False, "loop"),
+    "batch 4 fused Adam": (4, False, True, False, "fused"),
+    "batch 8": (8, False, True, False, "loop"),
+    "batch 16": (16, False, True, False, "loop"),
+    "batch 16 bf16": (16, True, True, False, "loop"),
+    "batch 16 fused Adam": (16, False, True, False, "fused"),
+    "batch 32": (32, False, True, False, "loop"),
+    "batch 32 fused Adam": (32, False, True, False, "fused"),
 }
 
 
-def stepper(network: Network, batch: int, bf16: bool, channels_last: bool, compiled: bool):
+def stepper(network: Network, batch: int, bf16: bool, channels_last: bool, compiled: bool, adam: str = "loop"):
     torch.manual_seed(0)
     memory = torch.channels_last if channels_last else torch.contiguous_format
     model = network.build().to(memory_format=memory)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3, fused=adam == "fused" or None)
     forward = torch.compile(model) if compiled else model
     height, width = network.resolution
     inputs = torch.randn(batch, network.in_channels, height, width).contiguous(memory_format=memory)
@@ -69,7 +72,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     network = Network.create(args.model, parse_knobs(args.knobs), parse_resolution(args.resolution))
-    contenders = dict(CONTENDERS, **({"batch 16 compiled": (16, False, True, True)} if args.compile else {}))
+    contenders = dict(CONTENDERS, **({"batch 16 compiled": (16, False, True, True, "loop")} if args.compile else {}))
     steps, warmup = {}, {}
     for name, setting in contenders.items():
         steps[name] = stepper(network, *setting)

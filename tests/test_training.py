@@ -117,6 +117,29 @@ def test_resumed_run_equals_an_uninterrupted_one(binary, cache, tmp_path):
     assert "resumed from checkpoint.pt after epoch 1/2" in (tmp_path / "split" / "train.log").read_text()
 
 
+def test_the_fused_optimizer_changes_how_a_run_trains_not_what(binary, cache, tmp_path):
+    from optiseg.training._run_folder import run_identity
+
+    network = Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes)
+    runs = {fused: train_network(network, dataset=binary, training=settings(epochs=2, fused_optimizer=fused),
+                                 run_dir=tmp_path / str(fused), cache=cache, export_onnx=False) for fused in (True, False)}
+    fused, loop = ([h["train_loss"] for h in runs[flag].history] for flag in (True, False))
+    assert fused == pytest.approx(loop, rel=1e-3)  # the same Adam update, in one kernel over every parameter
+    assert run_identity(network, binary, settings(fused_optimizer=False)) == run_identity(network, binary, settings())
+
+    class StopAfterFirstEpoch(Reporter):
+        def on_epoch_end(self, epoch, epochs, metrics):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # begun with torch's loop over parameters ...
+        train_network(network, dataset=binary, training=settings(epochs=2, fused_optimizer=False), run_dir=tmp_path / "switch",
+                      cache=cache, reporter=StopAfterFirstEpoch(), export_onnx=False)
+    resumed = train_network(network, dataset=binary, training=settings(epochs=2), run_dir=tmp_path / "switch", cache=cache,
+                            export_onnx=False)  # ... resumed with the fused kernel, from the same optimizer state
+    assert resumed.metrics["resumed_from"] == [1]
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx(loop, rel=1e-3)
+
+
 def test_finished_run_is_returned_without_training_and_other_runs_are_refused(binary, cache, tmp_path):
     first = train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(), run_dir=tmp_path,
                             cache=cache, export_onnx=False)

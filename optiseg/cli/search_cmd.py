@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print a study's Pareto front",
         description="Print the Pareto front of a study: feasible, trained plans that no other beats on every objective "
         "(by default IoU and latency). Each deployment plan of a network (FP32, INT8, ...) is a row of its own.",
-        epilog="examples:\n  optiseg front runs/quickstart\n  optiseg front examples/quickstart.yaml --csv > front.csv\n  optiseg front runs/quickstart --all --json",
+        epilog="examples:\n  optiseg front runs/quickstart\n  optiseg front examples/quickstart.yaml --csv > front.csv\n"
+        "  optiseg front runs/quickstart --all --json\n  optiseg front runs/budget --partial      # with networks a multi-fidelity study trained only partly, marked",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     front.add_argument("study", type=Path, help="study folder (e.g. runs/quickstart) or the study's config file")

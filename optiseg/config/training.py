@@ -75,6 +75,11 @@ class ExitTrainingConfig(Section):
         return tuple(float(w) for w in self.weights)
 
 
+# Training settings that say how a network is trained, not what: a run resumes across a change of them, and a
+# study's settings hash leaves them out.
+HOW_NOT_WHAT = ("device", "amp", "fused_optimizer")
+
+
 class TrainingConfig(Section):
     """How one candidate is trained and which epoch is kept."""
 
@@ -97,6 +102,9 @@ class TrainingConfig(Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    fused_optimizer: bool = Field(
+        True, description="Adam's fused kernel (one pass over every parameter: the same update, faster); false: torch's loop over parameters"
+    )
     seed: int = Field(0, description="seed of weights, shuffling and augmentation: same seed, same run")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="training augmentation")
     exits: ExitTrainingConfig = Field(default_factory=ExitTrainingConfig, description="networks with side exits: schedule and loss weights")

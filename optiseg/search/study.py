@@ -30,6 +30,7 @@ import optuna
 
 from .._paths import NotRegularFile, path_kind, read_regular, shown
 from ..config import LoadedConfig
+from ..config.training import HOW_NOT_WHAT
 from ..errors import StudyError, UsageError
 from .. import records
 from ..layout import STUDY_FILE, StudyLayout
@@ -43,7 +44,7 @@ def study_settings(loaded: LoadedConfig, space: SearchSpace, data_fingerprint: s
     """The settings whose change makes old trials incomparable with new ones (JSON-safe)."""
     config = loaded.config
     data = config.data.model_dump(mode="json", exclude={"root", "cache_mb", "synthetic"})
-    training = config.training.model_dump(mode="json", exclude={"device", "amp"})
+    training = config.training.model_dump(mode="json", exclude=set(HOW_NOT_WHAT))
     device = config.device.model_dump(mode="json")
     return {
         "search_space": space.as_dict(),

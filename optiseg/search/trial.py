@@ -242,7 +242,7 @@ def _scored_as_it_stands(plan, env, folder: NetworkFolder, evaluation: Evaluatio
     the sampler and the promotions go on judging it on its validation IoU."""
     from ..training import score_best_so_far
 
-    env.progress.stage(f"scoring the network after {epochs} epochs on the test split")
+    env.progress.stage(f"scoring the network after {epochs} epoch{'' if epochs == 1 else 's'} on the test split")
     onnx = folder.rung_onnx(epochs)
     scores = score_best_so_far(plan.network, dataset=env.dataset, training=env.config.training, run_dir=folder.train,
                                onnx_path=onnx, cache=env.cache)

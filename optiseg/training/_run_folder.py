@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainingConfig
+from ..config.training import HOW_NOT_WHAT
 from ..data import Dataset
 from ..errors import OptisegError, UsageError
 from ..network import Network
@@ -20,8 +21,6 @@ BEST = "best.pt"
 METRICS = "metrics.json"
 ONNX = "model.onnx"
 LOG = "train.log"
-# Training settings that may change between a run and its resume without changing the result's meaning.
-_RESUMABLE_CHANGES = ("device", "amp")
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class TrainResult:
 
 def run_identity(network: Network, dataset: Dataset, training: TrainingConfig) -> dict[str, Any]:
     """What makes two runs the same run; a run folder only ever holds one."""
-    settings = training.model_dump(mode="json", exclude=set(_RESUMABLE_CHANGES))
+    settings = training.model_dump(mode="json", exclude=set(HOW_NOT_WHAT))
     return {
         "model": network.model,
         "knobs": network.knob_dict,

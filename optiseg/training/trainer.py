@@ -247,7 +247,8 @@ class _Run:
             _notify(self.reporter, "on_epoch_end", epoch, self._planned_epochs(), entry)
 
     def _optimizer(self, phase: Phase) -> torch.optim.Adam:
-        return torch.optim.Adam(parameter_groups(self.model, phase), lr=phase.heads_lr, weight_decay=self.training.weight_decay)
+        return torch.optim.Adam(parameter_groups(self.model, phase), lr=phase.heads_lr, weight_decay=self.training.weight_decay,
+                                fused=self.training.fused_optimizer or None)
 
     def _planned_epochs(self) -> int:
         """Epochs of the whole run: those before the current phase, then every phase's from it on."""
