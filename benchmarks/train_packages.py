@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 
 from optiseg.cli._common import parse_knobs
@@ -40,6 +41,7 @@ from optiseg.models import build_model, parse_resolution
 from optiseg.network import Network
 from optiseg.training import SegmentationLoss, train_network
 from optiseg.training.evaluate import to_model_input
+from optiseg.training.losses import soft_dice_loss
 from optiseg.training.trainer import effective_label_scale
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,17 +74,34 @@ def training_overrides(items: list[str]) -> dict[str, Any]:
     return settings
 
 
+class LossBefore(SegmentationLoss):
+    """The binary loss as the trainer computed it before the speed work (the same values): BCE over the valid
+    pixels gathered by a boolean mask, soft Dice through one-hot tensors. For the ``before`` speed probe only."""
+
+    def forward(self, logits, target):
+        logits = logits.float()
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        valid = target != self.ignore_index
+        if self.num_logits != 1 or not bool(valid.any()):
+            return super().forward(logits, target)
+        logits, truth = logits[:, 0], (target == 1).float()
+        loss = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")[valid].mean()
+        return loss + self.dice_weight * soft_dice_loss(torch.sigmoid(logits)[:, None], truth[:, None], valid[:, None].float())
+
+
 class SpeedProbe:
     """One training configuration's speed, one round at a time (so that several configurations alternate rounds):
     training images/s with loading (decode cache -> augment -> tensor -> step) and without (steps on batches
     prepared beforehand), and the loading pipeline alone."""
 
-    def __init__(self, model_name, knobs, resolution, dataset, cache, training: TrainingConfig, images: int = 96):
+    def __init__(self, model_name, knobs, resolution, dataset, cache, training: TrainingConfig, images: int = 96,
+                 loss: type[SegmentationLoss] = SegmentationLoss):
         torch.manual_seed(0)
         self.training, self.batches = training, max(2, images // training.batch_size)  # the same images at every batch size
         self.model = build_model(model_name, knobs, dataset.num_classes, 3).to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr, fused=training.fused_optimizer or None)
-        self.loss_fn = SegmentationLoss(dataset.num_classes, training.dice_weight)
+        self.loss_fn = loss(dataset.num_classes, training.dice_weight)
         label_scale = effective_label_scale(training.label_scale, resolution, cache.original_masks("val")[0].shape)
         self.source = cache.resized("train", train_source_size(resolution, training.augment, label_scale))
         self.transform = build_train_transform(resolution, training.augment, label_scale)
@@ -162,12 +181,18 @@ def main() -> int:
         results[name] = train_network(network, dataset=dataset, training=settings, run_dir=run_dir / name, cache=cache,
                                       reporter=EpochPrinter(), export_onnx=True)
     probes = [SpeedProbe(args.model, knobs, resolution, dataset, cache, settings) for settings in contenders.values()]
-    speeds = dict(zip(contenders, alternating_speeds(probes, rounds=5)))
+    before = training.model_copy(update={"fused_optimizer": False})  # the step as it was: no training of its own
+    probes.append(SpeedProbe(args.model, knobs, resolution, dataset, cache, before, loss=LossBefore))
+    speeds = dict(zip([*contenders, "before"], alternating_speeds(probes, rounds=5)))
     reports = {name: _report(args, contenders[name], results[name].metrics, speeds[name], check_seconds, run_dir / name)
                for name in contenders}
     if "candidate" in reports:
         reports["speed_up"] = {key: speeds["candidate"][key] / speeds["today"][key] for key in ("with", "without")}
-    report = reports if len(contenders) > 1 else reports["today"]
+    reports["before"] = {f"images_per_second_{key}_loading": speeds["before"][key] for key in ("with", "without")}
+    reports["speed_up_over_before"] = {name: {key: speeds[name][key] / speeds["before"][key] for key in ("with", "without")}
+                                       for name in contenders}
+    report = reports if len(contenders) > 1 else {**reports["today"], "before": reports["before"],
+                                                   "speed_up_over_before": reports["speed_up_over_before"]["today"]}
     if args.json:
         print(json.dumps(report))
     elif len(contenders) > 1:
@@ -179,12 +204,24 @@ def main() -> int:
             print(f"{key:<{width}}  " + "  ".join(f"{v:>22.4f}" if isinstance(v, float) else f"{str(v)[:22]:>22}" for v in cells))
         print(f"{'speed-up with loading':<{width}}  {reports['speed_up']['with']:>22.3f}x")
         print(f"{'speed-up without loading':<{width}}  {reports['speed_up']['without']:>22.3f}x")
+        _print_before(reports, width)
     else:
         width = max(map(len, report))
         for key, value in report.items():
+            if key in ("before", "speed_up_over_before"):
+                continue
             shown = f"{value:.4f}" if isinstance(value, float) else value
             print(f"{key:<{width}}  {shown}")
+        _print_before(reports, width)
     return 0
+
+
+def _print_before(reports: dict[str, Any], width: int) -> None:
+    before = reports["before"]
+    print(f"{'before the speed work':<{width}}  {before['images_per_second_with_loading']:.1f} images/s with loading, "
+          f"{before['images_per_second_without_loading']:.1f} without (same settings as today, Adam's loop, the gathering loss)")
+    for name, ratio in reports["speed_up_over_before"].items():
+        print(f"{name + ' over before':<{width}}  {ratio['with']:.3f}x with loading, {ratio['without']:.3f}x without")
 
 
 def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

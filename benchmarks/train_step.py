@@ -3,12 +3,13 @@
     python benchmarks/train_step.py                          # Fast-SCNN a=1,t=6,r=3,pp=1 at 192x192
     python benchmarks/train_step.py --compile --rounds 6     # also torch.compile (slow to start: minutes)
 
-Each contender is one (batch size, precision, memory format, compiled, Adam's
-implementation) setting of the same network with Adam, stepping on random tensors (no data loading: see
-``train_packages.py`` for that); the contenders take turns round by round (A B C
-A B C ...), each round about 32 images, and the first round is left out. Prints
-the median images/s of each and its ratio to the first (today's: batch 4,
-float32, channels-last).
+Each contender is one setting (batch size, precision, memory format, compiled or not, Adam's implementation,
+the loss's) of the same network stepping with Adam on random tensors, with the trainer's own loss at the
+trainer's mask size (BCE + soft Dice against masks at ``label_scale`` x the input, some pixels ignored); no
+data loading (see ``train_packages.py`` for that). The contenders take turns round by round (A B C A B C ...),
+each round about 32 images, and the first round is left out. Prints the median images/s of each and its
+ratio to the first: the step as it was before the speed work (batch 4, float32, channels-last, Adam's
+per-parameter loop, the loss that gathered the valid pixels).
 """
 
 from __future__ import annotations
@@ -19,44 +20,59 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 
 from optiseg.cli._common import parse_knobs
+from optiseg.data import IGNORE
 from optiseg.models import parse_resolution
 from optiseg.network import Network
+from optiseg.training import SegmentationLoss
+from train_packages import LossBefore
 
-CONTENDERS = {  # name: (batch size, bf16 autocast, channels-last, compiled, Adam: "loop" (torch's CPU default) or "fused")
-    "batch 4 (today)": (4, False, True, False, "loop"),
-    "batch 4 NCHW": (4, False, False, False, "loop"),
-    "batch 4 bf16": (4, True, True, False, "loop"),
-    "batch 4 fused Adam": (4, False, True, False, "fused"),
-    "batch 8": (8, False, True, False, "loop"),
-    "batch 16": (16, False, True, False, "loop"),
-    "batch 16 bf16": (16, True, True, False, "loop"),
-    "batch 16 fused Adam": (16, False, True, False, "fused"),
-    "batch 32": (32, False, True, False, "loop"),
-    "batch 32 fused Adam": (32, False, True, False, "fused"),
+LABEL_SCALE = 2  # the trainer's default: masks at twice the input size
+
+
+class Setting(NamedTuple):
+    batch: int
+    bf16: bool = False
+    channels_last: bool = True
+    compiled: bool = False
+    fused_adam: bool = True
+    loss: type[SegmentationLoss] = SegmentationLoss
+
+
+CONTENDERS = {
+    "before (batch 4)": Setting(4, fused_adam=False, loss=LossBefore),
+    "batch 4 (today)": Setting(4),
+    "batch 4 NCHW": Setting(4, channels_last=False),
+    "batch 4 bf16": Setting(4, bf16=True),
+    "batch 8": Setting(8),
+    "batch 16": Setting(16),
+    "batch 16 bf16": Setting(16, bf16=True),
+    "batch 32": Setting(32),
 }
 
 
-def stepper(network: Network, batch: int, bf16: bool, channels_last: bool, compiled: bool, adam: str = "loop"):
+def stepper(network: Network, setting: Setting):
     torch.manual_seed(0)
-    memory = torch.channels_last if channels_last else torch.contiguous_format
+    memory = torch.channels_last if setting.channels_last else torch.contiguous_format
     model = network.build().to(memory_format=memory)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3, fused=adam == "fused" or None)
-    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3, fused=setting.fused_adam or None)
+    forward = torch.compile(model) if setting.compiled else model
     height, width = network.resolution
-    inputs = torch.randn(batch, network.in_channels, height, width).contiguous(memory_format=memory)
-    target = (torch.rand(batch, height, width) > 0.5).float()
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    inputs = torch.randn(setting.batch, network.in_channels, height, width).contiguous(memory_format=memory)
+    target = (torch.rand(setting.batch, LABEL_SCALE * height, LABEL_SCALE * width) > 0.5).to(torch.uint8)
+    target[:, : LABEL_SCALE * height // 10] = IGNORE  # a band of ignored pixels, as rotations and shifts leave
+    loss_fn = setting.loss(1, 1.0)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+        with torch.autocast("cpu", dtype=torch.bfloat16) if setting.bf16 else nullcontext():
             logits = forward(inputs)
-        loss_fn(logits.float()[:, 0], target).backward()
+        loss_fn(logits.float(), target).backward()
         optimizer.step()
 
     return step
@@ -72,10 +88,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     network = Network.create(args.model, parse_knobs(args.knobs), parse_resolution(args.resolution))
-    contenders = dict(CONTENDERS, **({"batch 16 compiled": (16, False, True, True, "loop")} if args.compile else {}))
+    contenders = dict(CONTENDERS, **({"batch 16 compiled": Setting(16, compiled=True)} if args.compile else {}))
     steps, warmup = {}, {}
     for name, setting in contenders.items():
-        steps[name] = stepper(network, *setting)
+        steps[name] = stepper(network, setting)
         started = time.perf_counter()
         steps[name]()
         steps[name]()

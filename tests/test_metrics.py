@@ -72,6 +72,30 @@ def test_losses_ignore_ignored_pixels(num_logits, dice_weight):
     assert float(loss_fn(logits, torch.full_like(target, IGNORE))) == 0.0
 
 
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0])
+def test_the_binary_loss_is_bce_over_the_valid_pixels_plus_soft_dice_in_value_and_gradient(dice_weight):
+    """The loss weighs ignored pixels out instead of gathering the valid ones: the same figure, the same gradient."""
+    import torch.nn.functional as F
+
+    from optiseg.training.losses import soft_dice_loss
+
+    torch.manual_seed(0)
+    target = torch.randint(0, 2, (3, 16, 16))
+    target[:, :5] = IGNORE
+    logits = torch.randn(3, 1, 8, 8, requires_grad=True)  # upsampled to the finer masks, as in training
+    loss = SegmentationLoss(1, dice_weight)(logits, target)
+    loss.backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    upsampled = F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    valid, truth = target != IGNORE, (target == 1).float()
+    by_the_book = F.binary_cross_entropy_with_logits(upsampled, truth, reduction="none")[valid].mean() + dice_weight * soft_dice_loss(
+        torch.sigmoid(upsampled)[:, None], truth[:, None], valid[:, None].float())
+    by_the_book.backward()
+    assert float(loss.detach()) == pytest.approx(float(by_the_book.detach()), rel=1e-6)
+    assert torch.allclose(ours, logits.grad, rtol=1e-5, atol=1e-9)
+
+
 def test_bce_loss_by_hand():
     logits = torch.tensor([[[[0.0, 2.0]]]])
     target = torch.tensor([[[1, 0]]])

@@ -29,22 +29,30 @@ class SegmentationLoss(nn.Module):
         if logits.shape[-2:] != target.shape[-2:]:  # finer masks: compare the upsampled logits, as scoring does
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         valid = target != self.ignore_index
-        if not bool(valid.any()):
+        count = valid.sum()
+        if int(count) == 0:
             return logits.sum() * 0.0  # nothing to learn from, but keep the graph
         if self.num_logits == 1:
-            logits = logits[:, 0]
-            truth = (target == 1).float()
-            per_pixel = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
-            loss = per_pixel[valid].mean()
-            probability = torch.sigmoid(logits)[:, None]
-            one_hot = truth[:, None]
-        else:
-            loss = F.cross_entropy(logits, target.long(), ignore_index=self.ignore_index)
+            return self._binary(logits[:, 0], (target == 1).float(), valid.float(), count)
+        loss = F.cross_entropy(logits, target.long(), ignore_index=self.ignore_index)
+        if self.dice_weight:
             probability = torch.softmax(logits, dim=1)
             one_hot = F.one_hot(torch.where(valid, target, 0).long(), self.num_logits).permute(0, 3, 1, 2).float()
-        if self.dice_weight:
             loss = loss + self.dice_weight * soft_dice_loss(probability, one_hot, valid[:, None].float())
         return loss
+
+    def _binary(self, logits: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """BCE over the valid pixels plus soft Dice, in as few passes over the pixels as the math allows: ignored
+        pixels are weighed out, not gathered, and Dice takes its sums straight (``truth`` is 0 where ignored).
+        Each pass is over B x H x W floats at the masks' size: the loss costs as much as a large part of the
+        network's own step."""
+        loss = F.binary_cross_entropy_with_logits(logits, truth, weight=weight, reduction="sum") / count
+        if not self.dice_weight:
+            return loss
+        probability = torch.sigmoid(logits)
+        intersection = (probability * truth).sum()
+        total = (probability * weight).sum() + truth.sum()
+        return loss + self.dice_weight * (1.0 - (2 * intersection + _SMOOTH) / (total + _SMOOTH))
 
 
 def soft_dice_loss(probability: torch.Tensor, one_hot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
