@@ -12,7 +12,7 @@ from .errors import StudyError, UsageError
 from .export import read_metadata
 from .layout import StudyLayout
 from .records import COMPLETE, PARTIAL, TOO_SLOW, TrialRecord
-from .results import partial_figures
+from .results import partial_epochs, partial_figures
 
 
 def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | None, out: Path) -> list[Path]:
@@ -39,7 +39,7 @@ def deploy_trial(record: TrialRecord, study_folder: Path, config_path: Path | No
     if partial is not None:  # a network trained to a lower rung only, as it stands: marked so wherever it goes
         record = replace(record, feasible=True)
         artifacts = [Artifact(folder.path / partial["onnx"], "model.onnx",
-                              f"the network after {partial['epochs']} of {partial['of']} epochs (partial: the study trained it "
+                              f"the network after {partial_epochs(record)} (partial: the study trained it "
                               "no further), its best weights so far, FP32")]
     else:
         artifacts = get_mode(record.mode).artifacts(record.plan, folder)
@@ -143,8 +143,9 @@ The full metadata is in the ONNX file: `python3 -c "import onnxruntime as o; pri
 
 
 def _partial_note(record: TrialRecord) -> str:
-    figures = partial_figures(record)
-    return "" if figures is None else f" (**partial**: after {figures['epochs']} of {figures['of']} epochs; a whole training usually scores higher)"
+    if partial_figures(record) is None:
+        return ""
+    return f" (**partial**: after {partial_epochs(record)}; a whole training usually scores higher)"
 
 
 def _fmt(value) -> str:

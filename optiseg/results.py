@@ -70,6 +70,12 @@ def partial_figures(record: TrialRecord) -> dict | None:
     return dict(fidelity)
 
 
+def partial_epochs(record: TrialRecord) -> str | None:
+    """``3 of 10 epochs`` for a partial trial (how far its network was trained), None for any other."""
+    fidelity = record.evaluation.details.get("fidelity") or {}
+    return f"{fidelity.get('epochs')} of {fidelity.get('of')} epochs" if record.status == PARTIAL else None
+
+
 def evaluated_plans(records: Iterable[TrialRecord], objectives=None) -> list[TrialRecord]:
     """The records a front is chosen from: feasible, complete, every objective known; one per plan (its first trial)."""
     pairs = objective_pairs(objectives)

@@ -24,7 +24,6 @@ from ..plans import get_metric
 from ..results import (
     COMPLETE,
     FAILED,
-    PARTIAL,
     RUNNING,
     SKIPPED,
     TOO_SLOW,
@@ -36,6 +35,7 @@ from ..results import (
     reference_point,
     training_totals,
     pareto_front,
+    partial_epochs,
     with_partial,
 )
 
@@ -337,8 +337,7 @@ def front_rows(records: Sequence[TrialRecord], study_arg: str,
             deploy_command=deploy_command(study_arg, record),
             confirmed=confirmed,
             tied_with=front.tied_with(record.number),
-            partial=(f"{record.evaluation.details['fidelity'].get('epochs')} of {record.evaluation.details['fidelity'].get('of')} "
-                     "epochs") if record.status == PARTIAL else None,
+            partial=partial_epochs(record),
         ))
     return tuple(rows)
 

@@ -206,8 +206,9 @@ def front_table(front: list[TrialRecord], title: str | None = None, *, show_stat
 
 def _trained_note(r: TrialRecord) -> str:
     """``whole``, or ``partial: 3 of 10 epochs`` for a network a multi-fidelity study trained no further."""
-    fidelity = r.evaluation.details.get("fidelity") or {}
-    return f"partial: {fidelity.get('epochs')} of {fidelity.get('of')} epochs" if r.status == PARTIAL else "whole"
+    from ..results import partial_epochs
+
+    return f"partial: {partial_epochs(r)}" if r.status == PARTIAL else "whole"
 
 
 def _where_the_time_goes(r: TrialRecord) -> list[str]:
