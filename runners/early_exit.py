@@ -54,11 +54,12 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class ExitChainRunner:
     """The stage graphs of ``folder`` (its ``exits.json``) in onnxruntime sessions, run on one image at a time."""
 
-    def __init__(self, folder, threads: int = 0):
+    def __init__(self, folder, threads: int = 0, manifest: dict | None = None):
+        """``manifest``: the content of ``exits.json`` when it is not (yet) written there."""
         import onnxruntime as ort
 
         folder = Path(folder)
-        self.manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        self.manifest = manifest if manifest is not None else json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads

@@ -17,7 +17,7 @@ from _datasets import data_config, synthetic
 from optiseg.checkpoint import load_checkpoint, save_checkpoint
 from optiseg.config import TrainingConfig
 from optiseg.data import DatasetCache, load_dataset
-from optiseg.errors import KnobError, UsageError
+from optiseg.errors import ExportError, KnobError, UsageError
 from optiseg.exits import (
     ExitConfidence,
     ExitRow,
@@ -153,6 +153,31 @@ def test_forward_backward_and_staged_export_parity(name, exits, size, tmp_path):
     for logits, sure in zip(actual, confidences):  # computed in the graphs, as numpy would
         assert sure == pytest.approx(reference_confidences(logits, chain.pixel_probability), abs=1e-5)
     assert_chain_reuses_features(chain, model, network)
+
+
+def test_a_chain_has_no_manifest_until_its_parity_check_passes(tmp_path, monkeypatch):
+    """``exits.json`` is what makes a folder a chain: an export killed before its parity check (or one whose check
+    fails) must leave none, not even an older chain's."""
+    from optiseg.exits import chain as chain_module
+
+    network = Network.create("fastscnn", {**SMALL["fastscnn"], "exits": 1}, (64, 64), num_classes=2)
+    model = network.build()
+    (tmp_path / "exits.json").write_text(json.dumps({"format": "an older chain"}))
+    checked = chain_module._chain_parity
+    seen = []
+
+    def parity(folder, manifest, image, expected):
+        seen.append((folder / "exits.json").exists())
+        return checked(folder, manifest, image, expected)
+
+    monkeypatch.setattr(chain_module, "_chain_parity", parity)
+    chain = export_exit_chain(model, network, tmp_path)
+    assert seen == [False] and load_exit_chain(tmp_path) == chain
+
+    monkeypatch.setattr(chain_module, "_chain_parity", lambda *args: 1.0)
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        export_exit_chain(model, network, tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def assert_chain_reuses_features(chain, model, network):

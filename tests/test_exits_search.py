@@ -118,6 +118,9 @@ def test_exits_on_the_device_and_the_last_stage_on_a_server(cli, tmp_path, data_
         assert remote["ms"] == pytest.approx(remote["device_ms"] + remote["upload_ms"] + remote["server_ms"] + remote["download_ms"])
         assert exits["cumulative_ms"][-1] == pytest.approx(remote["ms"])
         assert r.latency_ms == pytest.approx(sum(s * ms for s, ms in zip(shares, exits["cumulative_ms"])))
+        p90, times = r.latency_p90_ms, exits["cumulative_ms"]  # the time of the output by which nine images in ten are done
+        assert p90 in times and sum(s for s, ms in zip(shares, times) if ms <= p90) >= 0.9 - 1e-9
+        assert sum(s for s, ms in zip(shares, times) if ms < p90) < 0.9
         assert r.metric("link_bytes") == pytest.approx(shares[-1] * remote["frame_bytes"])
         assert r.metric("server_latency_ms") == pytest.approx(shares[-1] * remote["server_ms"])
         assert r.metric("uplink_mbps") == pytest.approx(r.metric("link_bytes") * 8 * r.metric("fps") / 1e6)
@@ -155,3 +158,46 @@ def test_exits_on_the_device_and_the_last_stage_on_a_server(cli, tmp_path, data_
         a = np.asarray(Image.open(tmp_path / "remote" / f"{picture.stem}.png"))
         b = np.asarray(Image.open(tmp_path / "local" / f"{picture.stem}.png"))
         assert a.shape == b.shape and (a == b).mean() > 0.999
+
+
+def test_the_bound_before_training_of_exits_with_a_server_takes_the_faster_path(tmp_path, monkeypatch):
+    """Before training, a plan is judged by its fastest possible image: the first exit, or the remote path when a
+    fast link and server beat the first exit (its upsampling included)."""
+    from types import SimpleNamespace
+
+    from optiseg.config.link import LinkConfig
+    from optiseg.layout import NetworkFolder
+    from optiseg.modes import early_exit
+    from optiseg.network import Network
+    from optiseg.plans import Evaluation
+
+    network = Network.create("fastscnn", {"a": 0.25, "t": 2, "r": 1, "pp": 1, "exits": 1}, (64, 64), num_classes=2)
+    last = tmp_path / "stage2.onnx"
+    last.write_bytes(b"x" * 1000)
+    chain = SimpleNamespace(stages=[SimpleNamespace(path=tmp_path / "stage1.onnx", index=1, inputs=("input",)),
+                                    SimpleNamespace(path=last, index=2, inputs=("feature",))])
+    first_exit_ms = 5.0  # stage 1 (1 ms) and a slow upsampling of exit 1 (4 ms)
+    base = Evaluation(metrics={"latency_ms": first_exit_ms, "device_latency_ms": first_exit_ms, "onnx_mb": 1.0, "activation_mb": 0.5},
+                      details={"exits": {"stage_ms": [1.0, 3.0], "cumulative_ms": [first_exit_ms, 8.0]}})
+    monkeypatch.setattr(early_exit.EarlyExitMode, "cost", lambda self, plan, context: base)
+    monkeypatch.setattr("optiseg.exits.load_exit_chain", lambda folder: chain)
+    monkeypatch.setattr(early_exit, "write_crossing_graph", lambda last_stage, out: out)
+    monkeypatch.setattr(early_exit, "crossing_frame_bytes", lambda last_stage, bits: 1000)
+    mode = early_exit.EarlyExitSplitMode()
+    plan = mode.plan(network, {"threshold": 0.9, "bits": 8})
+
+    def bound(uplink_mbps: float, server_ms: float) -> Evaluation:
+        timed = {"encode": 0.1, "decode": server_ms}
+        context = SimpleNamespace(
+            link=LinkConfig(uplink_mbps=uplink_mbps), network_folder=NetworkFolder(tmp_path / "network"),
+            measure=lambda path, cache, key, codec: {"median_ms": timed["encode"]},
+            measure_server=lambda path, cache, key, codec: {"median_ms": timed["decode"]},
+            device_label="pi", server_label="server")
+        return mode.cost(plan, context)
+
+    fast = bound(uplink_mbps=1000.0, server_ms=0.5)  # 1 + 0.1 + 0.008 + 0.5 + ~0.004 ms: faster than the first exit
+    remote = fast.details["exits"]["remote"]
+    assert remote["ms"] < first_exit_ms and fast.metrics["latency_ms"] == pytest.approx(remote["ms"])
+    assert fast.metrics["device_latency_ms"] == pytest.approx(remote["device_ms"])
+    slow = bound(uplink_mbps=1.0, server_ms=20.0)
+    assert slow.details["exits"]["remote"]["ms"] > first_exit_ms and slow.metrics["latency_ms"] == first_exit_ms

@@ -10,7 +10,7 @@ from optiseg import records
 from optiseg.errors import StudyError, UsageError
 from optiseg.modes import DeploymentMode, get_mode, list_modes, mode_for
 from optiseg.network import Network
-from optiseg.plans import METRICS, DeploymentPlan, Evaluation, OperatingPoint
+from optiseg.plans import METRICS, DeploymentPlan, Evaluation, OperatingPoint, tail_latency_ms
 from optiseg.search.space import build_search_space
 
 from _modes import NETWORK, WITH_EXITS, deployable, example_plan as last_plan
@@ -168,3 +168,11 @@ def test_a_trial_cut_off_before_its_plan_was_written_still_names_its_network(stu
     record = records.read_record(study.trials[0])
     assert record.status == records.INTERRUPTED and record.candidate == NETWORK.key
     assert "worker stopped" in record.error
+
+
+def test_the_tail_latency_of_frames_taking_different_paths_is_the_time_nine_in_ten_are_done_in():
+    assert tail_latency_ms([1.0, 3.0, 6.0], [0.5, 0.3, 0.2]) == 6.0
+    assert tail_latency_ms([1.0, 3.0, 6.0], [0.7, 0.2, 0.1]) == 3.0  # exactly nine in ten by the second output
+    assert tail_latency_ms([1.0, 3.0, 6.0], [0.9, 0.1, 0.0]) == 1.0
+    assert tail_latency_ms([6.0, 2.0], [0.05, 0.95]) == 2.0  # paths in any order
+    assert tail_latency_ms([1.0, 3.0], [0.2, 0.8], share=0.5) == 3.0

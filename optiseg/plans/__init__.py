@@ -9,7 +9,8 @@ Both are plain frozen values, JSON round-trippable; :mod:`optiseg.records` is
 the one module that stores them in a study.
 """
 
-from ._evaluation import METRICS, Evaluation, Metric, OperatingPoint, get_metric
+from ._evaluation import METRICS, Evaluation, Metric, OperatingPoint, get_metric, tail_latency_ms
 from ._plan import DEFAULT_DEPLOYMENT, DEPLOYMENT_KNOBS, DeploymentPlan
 
-__all__ = ["DEFAULT_DEPLOYMENT", "DEPLOYMENT_KNOBS", "METRICS", "DeploymentPlan", "Evaluation", "Metric", "OperatingPoint", "get_metric"]
+__all__ = ["DEFAULT_DEPLOYMENT", "DEPLOYMENT_KNOBS", "METRICS", "DeploymentPlan", "Evaluation", "Metric", "OperatingPoint", "get_metric",
+           "tail_latency_ms"]
