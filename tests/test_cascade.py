@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +171,12 @@ def test_curve_arithmetic_on_a_tiny_hand_made_case():
     assert two.pixel_accuracy == pytest.approx((10 + 8 + 10 + 9) / 40)
     assert curve[0].iou == pytest.approx(9 / 21) and curve[-1].iou == pytest.approx(19 / 21)
     assert two.metrics()["fps"] == pytest.approx(1000 / 9.0) and set(two.metrics()) >= {
-        "iou", "miou", "latency_ms", "device_latency_ms", "server_latency_ms", "link_bytes"}
+        "iou", "miou", "latency_ms", "latency_p90_ms", "device_latency_ms", "server_latency_ms", "link_bytes"}
+    # Nine frames in ten: the device's time while at most a tenth are sent, else a sent frame's whole path.
+    assert two.latency_p90_ms == pytest.approx(2.0 + 3.0 + 10.0 + 1.0) and curve[0].latency_p90_ms == 2.0
+    one_in_twenty = cascade_point("baseline", 0.5, np.arange(20) == 0, scores_of([[[5, 0], [0, 5]]] * 20),
+                                  scores_of([[[5, 0], [0, 5]]] * 20), COSTS)
+    assert one_in_twenty.latency_p90_ms == 2.0 and one_in_twenty.latency_ms == pytest.approx(2.0 + 14.0 / 20)
 
     oracle = oracle_curve(small, large, COSTS, [p.sent for p in curve])
     assert oracle[1].iou == pytest.approx(14 / 21)  # the most pixels won first: image 3 (4 -> 9 right)
@@ -349,6 +356,154 @@ def test_cascade_points_join_the_front_without_training(cli, multiclass_study, t
     assert again.returncode == 0, again.stderr
     assert len([r for r in load_records(study) if r.mode == "cascade"]) == len(cascades)
     assert json.loads(again.stdout)["finished_this_run"] == 0
+
+
+def _study_pair(study_folder: Path):
+    """The study's trials, its cascade plans' pair (small, large) and the cascade's folder."""
+    from optiseg.cascade import pick_pair
+
+    study = optuna.load_study(study_name="belt3", storage=f"sqlite:///{study_folder / 'optuna.db'}")
+    trial_records = load_records(study)
+    small, large = pick_pair(trial_records, study_folder, "belt3")
+    return trial_records, small, large, study_folder / "cascades" / f"{small.network.key}+{large.network.key}"
+
+
+@pytest.mark.slow
+def test_two_workers_building_one_cascade_store_its_plans_once(multiclass_study, tmp_path, monkeypatch):
+    """Workers that finish a study at once: one builds the cascade and stores its points, the other waits and finds them."""
+    from optiseg import records
+    from optiseg.cascade import add_cascade_trials, build_cascade, study_member
+    from optiseg.config import load_config
+    from optiseg.data import DatasetCache, load_dataset
+    from optiseg.devices import make_runner
+    from optiseg.modes import get_mode
+    from optiseg.plans import Evaluation
+
+    _, small, large, built = _study_pair(multiclass_study)
+    folder = tmp_path / "cascade"
+    shutil.copytree(built, folder, ignore=shutil.ignore_patterns("curve.json", "curves", ".lock"))  # its parts; the curve is made again
+    config = load_config(multiclass_study.parent.parent / "belt3.yaml").config
+    cache = DatasetCache(load_dataset(config.data))
+    study = optuna.create_study(study_name="workers", storage=f"sqlite:///{tmp_path / 'workers.db'}")
+    read_plans = records.load_records
+    both_read = threading.Barrier(2)
+
+    def load_records_together(study):  # both workers read the stored plans before either stores any: the race, made certain
+        try:
+            both_read.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            pass  # the other worker waits for the lock: it reads once this one has stored
+        return read_plans(study)
+
+    monkeypatch.setattr(records, "load_records", load_records_together)
+    stages, added, errors = ([], []), [None, None], []
+
+    def worker(index: int) -> None:
+        try:
+            with make_runner(config.device) as device, make_runner(config.server) as server:
+                result = build_cascade(study_member(multiclass_study, small), study_member(multiclass_study, large), cache=cache,
+                                       device_runner=device, server_runner=server, link=config.link, folder=folder,
+                                       stage=stages[index].append)
+            mode = get_mode("cascade")
+            plans = [(mode.pair_plan(small.network, large.network, p.threshold), Evaluation(metrics=p.metrics()), {})
+                     for p in result.points]
+            added[index] = add_cascade_trials(study, folder, plans, artifacts="cascade", worker=f"worker-{index}",
+                                              derived_from=(small.number, large.number))
+        except Exception as exc:  # noqa: BLE001  (reported by the test's thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    stored = [r for r in read_plans(study) if r.mode == "cascade"]
+    points = json.loads((folder / "curve.json").read_text())["result"]["curves"]["decision"]
+    assert len(stored) == len(points) == len({r.plan_key for r in stored})  # exactly one set of plans
+    assert sorted(added[0] + added[1]) == sorted(r.number for r in stored) and [] in added  # ... all stored by one worker
+    assert sum(any(text.startswith("scoring") for text in worker_stages) for worker_stages in stages) == 1  # one built it
+    assert not (folder / "curves").exists()  # the other read its curve back
+
+
+@pytest.mark.slow
+def test_a_moved_study_folder_still_finds_its_cascade(multiclass_study, tmp_path):
+    """The cascade's files keep their paths relative to its folder; files of the older format (absolute paths) still read."""
+    from optiseg.cascade import find_cascade_result, read_cascade_result
+    from optiseg.layout import StudyLayout
+
+    first, moved = tmp_path / "first" / "belt3", tmp_path / "second" / "belt3"
+    shutil.copytree(multiclass_study, first)
+    moved.parent.mkdir()
+    first.rename(moved)  # nothing is left where the study was
+    trial_records, _, _, _ = _study_pair(moved)
+    chosen = next(r for r in trial_records if r.mode == "cascade" and 0 < r.evaluation.details["cascade"]["share_sent"] < 1)
+    folder = StudyLayout(moved).network_at(chosen.artifacts).path
+    threshold = float(chosen.plan.knob_dict["threshold"])
+    result = find_cascade_result(folder, threshold)
+    assert result is not None and result.curve_file == folder / "curve.json" and result.folder == folder
+    for path in (result.device_model, result.large.onnx, result.small.onnx, result.small.checkpoint):
+        assert path.is_file() and moved in path.parents  # found in the moved folder, not where the cascade was built
+    kept = json.loads((folder / "curve.json").read_text())["result"]
+    assert not any(Path(p).is_absolute() for p in (*kept["device_models"].values(), kept["small"]["onnx"], kept["large"]["onnx"]))
+    written = write_cascade_deployment(result, tmp_path / "deploy", threshold=threshold)
+    assert {"device.onnx", "server.onnx", "thresholds.json"} <= {p.name for p in written}
+    assert json.loads((tmp_path / "deploy" / "thresholds.json").read_text())["default_threshold"] == threshold
+
+    older = json.dumps(result.as_dict())  # the older format: absolute paths
+    (folder / "curve.json").write_text(json.dumps({"key": {}, "result": json.loads(older.replace(str(moved), str(first)))}))
+    legacy = read_cascade_result(folder)  # written before the move: found at the same place below the folder
+    assert legacy.device_model == result.device_model and legacy.large.onnx == result.large.onnx
+    (folder / "curve.json").write_text(json.dumps({"key": {}, "result": json.loads(older.replace(str(moved), str(multiclass_study)))}))
+    elsewhere = read_cascade_result(folder)  # absolute paths that exist are kept
+    assert elsewhere.device_model == multiclass_study / result.device_model.relative_to(moved)
+
+
+@pytest.mark.slow
+def test_optiseg_deploy_of_a_cascade_plan_from_a_moved_study_folder(cli, multiclass_study, tmp_path):
+    first, moved = tmp_path / "first" / "belt3", tmp_path / "second" / "belt3"
+    shutil.copytree(multiclass_study, first)
+    moved.parent.mkdir()
+    first.rename(moved)
+    trial_records, _, _, folder = _study_pair(moved)
+    chosen = next(r for r in trial_records if r.mode == "cascade" and 0 < r.evaluation.details["cascade"]["share_sent"] < 1)
+    assert chosen.evaluation.details["cascade"]["folder"] == chosen.artifacts  # relative to the study folder
+    out = tmp_path / "deploy"
+    deployed = cli("deploy", str(moved), "--trial", str(chosen.number), "-o", str(out))
+    assert deployed.returncode == 0, deployed.stderr
+    assert (out / "device.onnx").read_bytes() == (folder / "device-decision.onnx").read_bytes()
+    assert (out / "curve.json").read_bytes() == (folder / "curve.json").read_bytes() and "`curve.json`" in (out / "README.md").read_text()
+    table = json.loads((out / "thresholds.json").read_text())
+    assert table["default_threshold"] == float(chosen.plan.knob_dict["threshold"])
+
+
+@pytest.mark.slow
+def test_a_curve_of_other_settings_leaves_the_curve_of_the_studys_plans_alone(cli, multiclass_study, tmp_path):
+    trial_records, _, _, folder = _study_pair(multiclass_study)
+    cascades = [r for r in trial_records if r.mode == "cascade"]
+    curve = folder / "curve.json"
+    before = curve.read_bytes()
+    thresholds = sorted(float(r.plan.knob_dict["threshold"]) for r in cascades)
+    assert [p["threshold"] for p in json.loads(before)["result"]["curves"]["decision"]] == thresholds  # the plans' curve
+
+    own = cli("cascade", str(multiclass_study), "--json")  # the study's settings: its curve, read back
+    assert own.returncode == 0, own.stderr
+    assert Path(json.loads(own.stdout)["curve_file"]).resolve() == curve.resolve() and "scoring" not in own.stderr
+    other = cli("cascade", str(multiclass_study), "--points", "3", "--json")
+    assert other.returncode == 0, other.stderr
+    result = json.loads(other.stdout)
+    kept = Path(result["curve_file"])
+    assert kept.parent.resolve() == (folder / "curves").resolve() and kept.is_file() and len(result["curves"]["decision"]) == 3
+    assert curve.read_bytes() == before
+    table = cli("cascade", str(multiclass_study), "--points", "3")
+    assert table.returncode == 0 and "scoring" not in table.stderr and "curves/" in table.stdout  # read back, and where from
+
+    chosen = next(r for r in cascades if 0 < r.evaluation.details["cascade"]["share_sent"] < 1)
+    deployed = cli("deploy", str(multiclass_study), "--trial", str(chosen.number), "-o", str(tmp_path / "deploy"))
+    assert deployed.returncode == 0, deployed.stderr
+    table = json.loads((tmp_path / "deploy" / "thresholds.json").read_text())
+    assert [p["threshold"] for p in table["points"]] == thresholds  # the curve the plan was stored from
+    assert table["default_threshold"] == float(chosen.plan.knob_dict["threshold"])
 
 
 def test_a_cascade_alone_is_a_config_error(cli, tmp_path):

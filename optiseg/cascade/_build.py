@@ -5,6 +5,7 @@ there, so calling it again (after an interruption, or for another threshold
 count) redoes nothing finished::
 
     folder/
+      .lock                            held while a process builds here (:func:`~optiseg.cascade.cascade_lock`)
       identity.json                    the networks, data set and router settings these files belong to
       scores/{small,large}-<split>.json per-image confusion matrices, IoU and per-class IoU (each model's ONNX)
       router/rows-val.npz              the router's training rows (rows-crossfit.npz, crossfit.json with cross-fitting)
@@ -12,7 +13,14 @@ count) redoes nothing finished::
       router/decision.pt               the decision network's head (state dict and what its fit chose)
       device-<router>.onnx             the small network with that router: image -> (logits, quality)
       latency/<part>.json              each part measured on its runner
-      curve.json                       the result (:class:`CascadeResult`), remade when the points, runners or link change
+      curve.json                       the result (:class:`CascadeResult`) of the first curve built here
+      curves/<digest>.json             the result of any other curve (other points, router, runners or link)
+
+``curve.json`` is never overwritten: a study's cascade plans are made from it,
+and deploying one of them later must give the figures it was stored with. A
+curve of other settings goes to ``curves/`` under a digest of its settings.
+The paths in these files are relative to the folder (the members' models too,
+e.g. ``../../candidates/<key>/train/model.onnx``), so a study folder can move.
 
 Nothing here trains the small or the large network unless
 ``CascadeSettings.router_data`` is ``"crossfit"``, which trains the small
@@ -21,9 +29,11 @@ network ``folds`` times (into ``folder/crossfit/fold-k``).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +46,7 @@ from ..network import Network
 from ._curve import CurveCosts, CurvePoint, cascade_point, oracle_curve, random_curve, router_curve, spearman
 from ._device_graph import export_device_graph, profile_macs, router_scores
 from ._features import statistic_names
+from ._lock import cascade_lock
 from ._routers import (
     DecisionEnsemble,
     DecisionHead,
@@ -54,6 +65,8 @@ from ._scores import TARGETS, PerImageScores, file_sha256, sample_names, stored_
 ROUTERS = ("decision", "baseline")
 ROUTER_DATA = ("val", "crossfit")
 RESULT_FORMAT = "optiseg-cascade-1"
+CURVE = "curve.json"  # the first curve built in a folder: what a study's cascade plans were made from, never overwritten
+OTHER_CURVES = "curves"  # every other curve of the folder, as <digest of its settings>.json
 
 
 @dataclass(frozen=True)
@@ -82,14 +95,17 @@ class CascadeMember:
             raise UsageError(f"{metrics_file} cannot be read as a training run's metrics: {exc}") from None
         return cls(network=network, onnx=onnx, checkpoint=checkpoint, label=label or str(folder))
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"network": self.network.as_dict(), "key": self.network.key, "onnx": str(self.onnx),
-                "checkpoint": None if self.checkpoint is None else str(self.checkpoint), "label": self.label}
+    def as_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
+        """JSON-safe; with ``relative_to``, its files' paths relative to that folder (how a cascade's folder keeps them)."""
+        return {"network": self.network.as_dict(), "key": self.network.key, "onnx": _stored_path(self.onnx, relative_to),
+                "checkpoint": None if self.checkpoint is None else _stored_path(self.checkpoint, relative_to), "label": self.label}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CascadeMember:
-        return cls(network=Network.from_dict(data["network"]), onnx=Path(data["onnx"]),
-                   checkpoint=None if data.get("checkpoint") is None else Path(data["checkpoint"]), label=data.get("label", ""))
+    def from_dict(cls, data: Mapping[str, Any], folder: Path | None = None, written_in: Path | None = None) -> CascadeMember:
+        """Read what :meth:`as_dict` wrote; relative paths are below ``folder`` (see :func:`_located`)."""
+        checkpoint = data.get("checkpoint")
+        return cls(network=Network.from_dict(data["network"]), onnx=_located(data["onnx"], folder, written_in),
+                   checkpoint=None if checkpoint is None else _located(checkpoint, folder, written_in), label=data.get("label", ""))
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,7 @@ class CascadeResult:
     measured_on: Mapping[str, str]  # device, server (labels) and the link
     device_models: Mapping[str, Path]  # each router's device graph
     class_names: tuple[str, ...] = ()
+    curve_file: Path | None = None  # where the result is kept (``curve.json``, or one in ``curves/``)
 
     @property
     def points(self) -> tuple[CurvePoint, ...]:
@@ -172,12 +189,15 @@ class CascadeResult:
     def device_model(self) -> Path:
         return self.device_models[self.router]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
+    def as_dict(self, relative: bool = False) -> dict[str, Any]:
+        """JSON-safe. ``relative``: as a curve file keeps it, every path relative to :attr:`folder` (which may move);
+        ``folder`` itself is still written, absolute, where it was then (read only by older optiseg versions)."""
+        base = Path(self.folder) if relative else None
+        stored = {
             "format": RESULT_FORMAT,
-            "folder": str(self.folder),
-            "small": self.small.as_dict(),
-            "large": self.large.as_dict(),
+            "folder": str(Path(self.folder).absolute()) if relative else str(self.folder),
+            "small": self.small.as_dict(base),
+            "large": self.large.as_dict(base),
             "router": self.router,
             "target": self.target,
             "curves": {name: [p.as_dict() for p in points] for name, points in self.curves.items()},
@@ -188,16 +208,25 @@ class CascadeResult:
             "per_image": {k: {split: dict(m) for split, m in v.items()} for k, v in self.per_image.items()},
             "latencies": {k: dict(v) for k, v in self.latencies.items()},
             "measured_on": dict(self.measured_on),
-            "device_models": {k: str(v) for k, v in self.device_models.items()},
+            "device_models": {k: _stored_path(v, base) for k, v in self.device_models.items()},
             "class_names": list(self.class_names),
         }
+        if not relative:
+            stored["curve_file"] = None if self.curve_file is None else str(self.curve_file)
+        return stored
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CascadeResult:
+    def from_dict(cls, data: Mapping[str, Any], folder: str | Path | None = None, curve_file: Path | None = None) -> CascadeResult:
+        """Read what :meth:`as_dict` wrote. ``folder``: where the file was found, which relative paths are below (default:
+        the ``folder`` it names). Absolute paths (files written before paths were relative) are kept where they exist,
+        else looked for at the same place relative to ``folder``, for a study folder moved since."""
         if data.get("format") != RESULT_FORMAT:
             raise ValueError(f"not a cascade result (format {data.get('format')!r})")
+        written_in = Path(data["folder"])
+        folder = written_in if folder is None else Path(folder)
         return cls(
-            folder=Path(data["folder"]), small=CascadeMember.from_dict(data["small"]), large=CascadeMember.from_dict(data["large"]),
+            folder=folder, small=CascadeMember.from_dict(data["small"], folder, written_in),
+            large=CascadeMember.from_dict(data["large"], folder, written_in),
             router=data["router"], target=data["target"],
             curves={name: tuple(CurvePoint.from_dict(p) for p in points) for name, points in data["curves"].items()},
             references={name: CurvePoint.from_dict(p) for name, p in data["references"].items()},
@@ -205,8 +234,64 @@ class CascadeResult:
             rank_correlation=dict(data["rank_correlation"]), router_fit=dict(data["router_fit"]),
             per_image={k: {split: dict(m) for split, m in v.items()} for k, v in data["per_image"].items()},
             latencies={k: dict(v) for k, v in data["latencies"].items()}, measured_on=dict(data["measured_on"]),
-            device_models={k: Path(v) for k, v in data["device_models"].items()}, class_names=tuple(data.get("class_names", ())),
+            device_models={k: _located(v, folder, written_in) for k, v in data["device_models"].items()},
+            class_names=tuple(data.get("class_names", ())), curve_file=curve_file,
         )
+
+
+def read_cascade_result(path: str | Path) -> CascadeResult | None:
+    """The result kept in a curve file (or in ``curve.json`` when ``path`` is a cascade's folder); None when it is
+    missing or cannot be read. Its paths are found below the folder the file is in now."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CURVE
+    folder = path.parent.parent if path.parent.name == OTHER_CURVES else path.parent
+    stored = _read_json(path)
+    try:
+        return CascadeResult.from_dict(stored["result"], folder, curve_file=path)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def find_cascade_result(folder: str | Path, threshold: float) -> CascadeResult | None:
+    """The result in ``folder`` whose deployed router has a point at ``threshold`` (a stored plan's): ``curve.json``
+    first, then ``curves/``; ``curve.json``'s when none has it; None when there is none."""
+    folder = Path(folder)
+    paths = [folder / CURVE, *sorted((folder / OTHER_CURVES).glob("*.json"))]
+    results = [r for r in map(read_cascade_result, paths) if r is not None]
+    for result in results:
+        if any(p.threshold == threshold for p in result.points):
+            return result
+    return next((r for r in results if r.curve_file == folder / CURVE), None)
+
+
+def curve_path(folder: Path, curve_key: Mapping[str, Any]) -> Path:
+    """Where the curve of ``curve_key`` is kept: ``curve.json`` when it is free or holds that curve, else
+    ``curves/<digest>.json`` (``curve.json`` is never overwritten)."""
+    key = json.loads(json.dumps(curve_key))
+    stored = _read_json(folder / CURVE)
+    if stored is None or not isinstance(stored, dict) or stored.get("key") == key:
+        return folder / CURVE
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return folder / OTHER_CURVES / f"{digest}.json"
+
+
+def _stored_path(path: str | Path, relative_to: Path | None) -> str:
+    return str(path) if relative_to is None else os.path.relpath(path, relative_to)
+
+
+def _located(stored: str, folder: Path | None, written_in: Path | None) -> Path:
+    """A path a result keeps: a relative one is below ``folder``; an absolute one (older files) as written where it
+    exists, else at the same place relative to ``folder`` as it was to ``written_in`` (the folder has moved)."""
+    path = Path(stored)
+    if folder is None:
+        return path
+    if not path.is_absolute():
+        return Path(os.path.normpath(folder / path))
+    if path.exists() or written_in is None or not written_in.is_absolute():
+        return path
+    moved = Path(os.path.normpath(folder / os.path.relpath(path, written_in)))
+    return moved if moved.exists() else path
 
 
 def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_runner, server_runner, link,
@@ -218,21 +303,32 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
     small network with its router, ``server_runner`` the large network (any
     :class:`~optiseg.devices.Runner`); ``link`` (:class:`~optiseg.config.LinkConfig`) gives the
     transfer times. ``stage`` is told what is being done. See the module docstring for the files.
+
+    One process builds in ``folder`` at a time (:func:`~optiseg.cascade.cascade_lock`); one that finds another
+    building there waits for it, then reuses what it made.
     """
     folder = Path(folder)
-    dataset = cache.dataset
-    _check_members(small, large, dataset)
-    identity = _identity(small, large, dataset, settings)
-    _claim(folder, identity)
+    _check_members(small, large, cache.dataset)
+    identity = _identity(small, large, cache.dataset, settings)
     curve_key = {**settings.curve_identity(), "device": device_runner.device_key, "server": server_runner.device_key,
                  "link": link.model_dump(mode="json")}
-    stored = _read_json(folder / "curve.json")
-    if stored is not None and stored.get("key") == curve_key:
-        try:
-            return CascadeResult.from_dict(stored["result"])
-        except (ValueError, KeyError, TypeError):
-            pass  # an older or torn file: make it again
+    with cascade_lock(folder, waiting=stage):
+        _claim(folder, identity)
+        path = curve_path(folder, curve_key)
+        stored = _read_json(path)
+        if stored is not None and stored.get("key") == json.loads(json.dumps(curve_key)):
+            try:
+                return CascadeResult.from_dict(stored["result"], folder, curve_file=path)
+            except (ValueError, KeyError, TypeError):
+                pass  # an older or torn file: make it again
+        result = _build(small, large, cache, device_runner, server_runner, link, folder, settings, stage)
+        write_json_atomic(path, {"key": curve_key, "result": result.as_dict(relative=True)})
+        return replace(result, curve_file=path)
 
+
+def _build(small: CascadeMember, large: CascadeMember, cache, device_runner, server_runner, link, folder: Path,
+           settings: CascadeSettings, stage) -> CascadeResult:
+    """Every part of the cascade (each made once and kept in ``folder``), then its curves."""
     scores = _per_image_scores(small, large, cache, folder, settings, stage)
     model = _small_model(small)
     tapped = feature_tensor(model.stages())
@@ -262,7 +358,7 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
         "large": cascade_point("large", None, np.ones(len(small_test), bool), small_test, large_test,
                                alone._replace(device_ms=0.0, device_macs=0)),
     }
-    result = CascadeResult(
+    return CascadeResult(
         folder=folder, small=small, large=large, router=settings.router, target=settings.target, curves=curves,
         references=references, costs=costs,
         rank_correlation={name: spearman(router_test_scores[name], small_test.target(settings.target)) for name in ROUTERS},
@@ -273,8 +369,6 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
         measured_on={"device": device_runner.label, "server": server_runner.label, "link": link.describe()},
         device_models=device_models, class_names=tuple(cache.dataset.class_names),
     )
-    write_json_atomic(folder / "curve.json", {"key": curve_key, "result": result.as_dict()})
-    return result
 
 
 # ---------------------------------------------------------------- the parts

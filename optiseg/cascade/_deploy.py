@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .._atomic import write_json_atomic, write_text_atomic
 from ..errors import UsageError
-from ._build import CascadeResult
+from ._build import CURVE, CascadeResult
 from ._curve import CurvePoint, best_within
 from ._device_graph import TARGET_WORDS
 
@@ -43,10 +43,20 @@ def write_cascade_deployment(result: CascadeResult, out_dir: str | Path, *, thre
     for path, what in ((result.device_model, "the device graph"), (result.large.onnx, "the large network's model")):
         if not Path(path).is_file():
             raise UsageError(f"{what} is not at {path}", hint="build the cascade again on this machine (optiseg cascade)")
-    chosen = default_threshold(result, max_loss) if threshold is None else float(threshold)
     out.mkdir(parents=True, exist_ok=True)
     written = [Path(shutil.copyfile(result.device_model, out / "device.onnx")),
                Path(shutil.copyfile(result.large.onnx, out / "server.onnx"))]
+    return written + write_cascade_files(result, out, threshold=threshold, max_loss=max_loss)
+
+
+def write_cascade_files(result: CascadeResult, out_dir: str | Path, *, threshold: float | None = None,
+                        max_loss: float = DEFAULT_MAX_LOSS) -> list[Path]:
+    """Everything of :func:`write_cascade_deployment` but the two models (for a folder that has them already, e.g.
+    ``optiseg deploy``'s): the threshold table, the policy, the scripts and the README; returns the files written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = default_threshold(result, max_loss) if threshold is None else float(threshold)
+    written = []
     table = threshold_table(result, chosen)
     write_json_atomic(out / "thresholds.json", table)
     written.append(out / "thresholds.json")
@@ -56,7 +66,7 @@ def write_cascade_deployment(result: CascadeResult, out_dir: str | Path, *, thre
     for name in SCRIPTS:
         write_text_atomic(out / name, runners.joinpath(name).read_text(encoding="utf-8"))
         written.append(out / name)
-    write_text_atomic(out / "README.md", _readme(result, table))
+    write_text_atomic(out / "README.md", _readme(result, table, curve_shipped=(out / CURVE).is_file()))
     written.append(out / "README.md")
     return written
 
@@ -87,13 +97,15 @@ def example_policy(points: tuple[CurvePoint, ...], chosen: float) -> dict:
             "load": [{"above": 3.0, "threshold": fewer.threshold}]}
 
 
-def _readme(result: CascadeResult, table: dict) -> str:
+def _readme(result: CascadeResult, table: dict, curve_shipped: bool = False) -> str:
     small, large = result.small.network, result.large.network
     rows = "\n".join(
         f"| {p['threshold']:.4f} | {p['share_sent']:.0%} | {_fmt(p['iou'])} | {p['latency_ms']:.2f} | {p['device_latency_ms']:.2f} "
         f"| {p['link_bytes'] / 1e3:.1f} |" for p in table["points"]
     )
     refs = table["references"]
+    curve_row = ("\n| `curve.json` | the operating curve the table comes from: every router's points, the oracle and random "
+                 "references, the measured parts |") if curve_shipped else ""
     return f"""# A cascade from optiseg: {small.describe()} on the device, {large.describe()} on a server
 
 | file | what it is |
@@ -101,7 +113,7 @@ def _readme(result: CascadeResult, table: dict) -> str:
 | `device.onnx` | the small network and its {result.router} router in one graph: input `input` {list(small.input_shape)}, outputs `logits` and `quality` (the small network's predicted {TARGET_WORDS[result.target]}) |
 | `server.onnx` | the large network: input {list(large.input_shape)}, output `logits` |
 | `thresholds.json` | every operating point (threshold -> share of images sent, test IoU, expected latencies, bytes); `default_threshold` = {table['default_threshold']:.4f} |
-| `policy.json` | an example policy: battery level / load average -> threshold |
+| `policy.json` | an example policy: battery level / load average -> threshold |{curve_row}
 | `cascade_device.py`, `cascade_server.py`, `tensor_codec.py` | the device and server scripts (numpy + onnxruntime; Pillow on the device) and the frame format they share |
 
 An image goes to the server when `quality < threshold`; otherwise the small network's mask is kept.

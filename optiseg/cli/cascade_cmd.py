@@ -31,7 +31,10 @@ device, the large network on the study's server (this machine when the study has
 section); transfer times come from the study's link: section (--link-mbps/--rtt-ms override
 it; without either, 100 Mbit/s and 5 ms). The image goes up as uint8 RGB at the large network's input
 size, its mask comes down as a uint8 class map at that size. Everything is kept in the
-cascade's folder and reused when the command runs again.
+cascade's folder and reused when the command runs again; one process builds in a folder at a
+time (another waits, then reuses its files). The folder's curve.json is the first curve built
+there (the one a study's cascade plans were made from) and is never overwritten: a curve of
+other settings (--points, --router, link, runners) is kept in curves/<digest>.json beside it.
 """
 
 EPILOG = """\
@@ -244,10 +247,21 @@ def _print_result(result, *, server_note: str, link_note: str) -> None:
         ("server", f"{result.measured_on['server']}{server_note}: large {_ms(latencies, 'large')}"),
         ("link", f"{result.measured_on['link']} ({link_note}); image up {result.costs[result.router].upload_bytes:,} B, "
                  f"mask down {result.costs[result.router].download_bytes:,} B per sent frame"),
-        ("files", str(result.folder)),
+        ("files", _files_note(result)),
     ])
     print("IoU: each test image scored by the model that handled it (foreground IoU for binary data, mean IoU otherwise); "
           "latency = device + share x (upload + server + download); oracle and random at the same share")
+
+
+def _files_note(result) -> str:
+    """The cascade's folder, and where this curve is kept when it is not the folder's own ``curve.json``."""
+    from ..cascade import CURVE
+
+    curve = result.curve_file
+    if curve is None or curve.name == CURVE:
+        return str(result.folder)
+    return (f"{result.folder} (this curve: {Path(curve.parent.name) / curve.name}; {CURVE} keeps the curve the folder "
+            "was first built with, which a study's cascade plans refer to)")
 
 
 def _ms(latencies, name: str) -> str:

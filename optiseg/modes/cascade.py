@@ -14,7 +14,6 @@ sends an image when its predicted score for the small network is below it).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -59,14 +58,18 @@ class CascadeMode:
     quality = cost
 
     def artifacts(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> list[Artifact]:
-        """``network_folder`` is the cascade's folder (``cascades/<small>+<large>``): its device graph, then the large model."""
-        result = _result(network_folder.path)
+        """``network_folder`` is the cascade's folder (``cascades/<small>+<large>``, wherever the study folder is now): its
+        device graph, the large model, and the curve the plan's threshold was stored from."""
+        from ..cascade import find_cascade_result
+
+        result = find_cascade_result(network_folder.path, float(plan.knob_dict["threshold"]))
         if result is None:
             return [Artifact(network_folder.path / CURVE, CURVE, "the cascade's operating curve")]  # deploy reports it missing
         runners = resources.files("optiseg._runners")
         return [
             Artifact(result.device_model, "device.onnx", "the small network and its router, one graph (device)"),
             Artifact(result.large.onnx, "server.onnx", "the large network (server)"),
+            Artifact(result.curve_file, CURVE, "the operating curve the plan is a point of (every router's, the references)"),
             *(Artifact(Path(str(runners.joinpath(name))), name, text) for name, text in (
                 ("cascade_device.py", "routes each image: the small network's mask, or the large one's from the server"),
                 ("cascade_server.py", "runs the large network on the images the device sends"),
@@ -75,24 +78,14 @@ class CascadeMode:
 
     def deploy_readme(self, record: Any, out: Path, files: Mapping[str, str]) -> list[Path]:
         """The threshold table, an example policy and the README, with the plan's threshold as the default."""
-        from ..cascade import write_cascade_deployment
+        from ..cascade import read_cascade_result, write_cascade_files
 
-        folder = Path(record.evaluation.details["cascade"]["folder"])
-        result = _result(folder)
-        written = write_cascade_deployment(result, out, threshold=float(record.plan.knob_dict["threshold"]))
+        result = read_cascade_result(out / CURVE)  # the curve just shipped beside the models
+        written = write_cascade_files(result, out, threshold=float(record.plan.knob_dict["threshold"]))
         return [p for p in written if p.name not in files]
 
     def timed_model(self, plan: DeploymentPlan, network_folder: NetworkFolder) -> Path | None:
         """None: the latency is the device graph plus the expected share of link and server time, not one graph."""
-        return None
-
-
-def _result(folder: Path):
-    from ..cascade import CascadeResult
-
-    try:
-        return CascadeResult.from_dict(json.loads((folder / CURVE).read_text(encoding="utf-8"))["result"])
-    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

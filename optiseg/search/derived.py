@@ -18,9 +18,10 @@ def add_cascade_plans(study, env, *, small: int | None = None, large: int | None
     ``large``) and store every threshold of its curve as a derived trial; the new trials' numbers.
 
     A pair whose plans are stored already adds nothing (the cascade's files are reused, so a resumed search redoes
-    nothing). Fewer than two trained networks: nothing, and the log says why.
+    nothing). Workers that finish the study at once take turns (the cascade folder's lock): the first builds and stores,
+    the others find the files and the plans there. Fewer than two trained networks: nothing, and the log says why.
     """
-    from ..cascade import CascadeSettings, build_cascade, cascade_runners, pick_pair, study_member
+    from ..cascade import CascadeSettings, add_cascade_trials, build_cascade, cascade_runners, pick_pair, study_member
     from ..modes import get_mode
 
     progress, layout, config = env.progress, env.layout, env.config
@@ -37,31 +38,29 @@ def add_cascade_plans(study, env, *, small: int | None = None, large: int | None
         result = build_cascade(study_member(layout.folder, small_record), study_member(layout.folder, large_record),
                                cache=env.cache, device_runner=device, server_runner=server, link=config.link, folder=folder,
                                settings=CascadeSettings(training=config.training), stage=progress.log)
-    evaluations = [cascade_evaluation(point, result, small_record.number, large_record.number) for point in result.points]
+    relative = layout.relative(folder)
+    evaluations = [cascade_evaluation(point, result, small_record.number, large_record.number, folder=relative)
+                   for point in result.points]
     missing = [c.key for c in env.constraints if c.metric not in evaluations[0].metrics]
     if missing:
         progress.log(f"cascade: no plans: a cascade records no figure for {', '.join(missing)} (remove the constraint, "
                      "or cascade from `mode:`)")
         return []
-    stored = {r.plan_key for r in records.load_records(study)}  # read again: the build took a while
-    added = []
-    for point, evaluation in zip(result.points, evaluations):
-        plan = mode.pair_plan(small_record.network, large_record.network, point.threshold)
-        if plan.key in stored:
-            continue
-        constraints = {c.key: c.violation(evaluation.get(c.metric)) for c in env.constraints if evaluation.get(c.metric) is not None}
-        added.append(records.add_derived_trial(
-            study, plan, evaluation, artifacts=layout.relative(folder), worker=env.worker,
-            derived_from=(small_record.number, large_record.number), constraints=constraints,
-        ))
-        stored.add(plan.key)
+    plans = [(mode.pair_plan(small_record.network, large_record.network, point.threshold), evaluation,
+              {c.key: c.violation(evaluation.get(c.metric)) for c in env.constraints if evaluation.get(c.metric) is not None})
+             for point, evaluation in zip(result.points, evaluations)]
+    added = add_cascade_trials(study, folder, plans, artifacts=relative, worker=env.worker,
+                               derived_from=(small_record.number, large_record.number))  # skips what is stored, under the lock
     progress.log(f"cascade: {len(added)} plan(s) added to the front's candidates"
                  + (f" (trials {added[0]} to {added[-1]})" if added else " (all stored before)"))
     return added
 
 
-def cascade_evaluation(point, result, small_trial: int, large_trial: int) -> Evaluation:
-    """One operating point as a plan's metrics: the expected figures per frame over the test split."""
+def cascade_evaluation(point, result, small_trial: int, large_trial: int, *, folder: str) -> Evaluation:
+    """One operating point as a plan's metrics: the expected figures per frame over the test split.
+
+    ``folder`` is the cascade's folder relative to the study folder (as the trial's ``artifacts``).
+    """
     metrics = point.metrics()
     costs = result.costs[result.router]
     share = point.share_sent
@@ -72,7 +71,7 @@ def cascade_evaluation(point, result, small_trial: int, large_trial: int) -> Eva
     index = {p.sent: p for p in result.curves.get("oracle", ())}
     random = {p.sent: p for p in result.curves.get("random", ())}
     details: dict[str, Any] = {
-        "folder": str(result.folder), "router": result.router, "target": result.target, "threshold": point.threshold,
+        "folder": folder, "router": result.router, "target": result.target, "threshold": point.threshold,
         "share_sent": share, "sent": point.sent, "images": point.images, "small_trial": small_trial, "large_trial": large_trial,
         "oracle_iou": getattr(index.get(point.sent), "iou", None), "random_iou": getattr(random.get(point.sent), "iou", None),
         "small_alone_iou": result.references["small"].iou, "large_alone_iou": result.references["large"].iou,
