@@ -96,6 +96,32 @@ def test_the_binary_loss_is_bce_over_the_valid_pixels_plus_soft_dice_in_value_an
     assert torch.allclose(ours, logits.grad, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0])
+def test_the_class_loss_is_cross_entropy_plus_soft_dice_over_one_hot_masks_in_value_and_gradient(dice_weight):
+    """Several classes: the Dice sums are taken without building one-hot masks; the same figure, the same gradient."""
+    import torch.nn.functional as F
+
+    from optiseg.training.losses import soft_dice_loss
+
+    torch.manual_seed(0)
+    target = torch.randint(0, 4, (3, 16, 16))
+    target[:, :5] = IGNORE
+    target[:, :, -1] = 3  # every class present
+    logits = torch.randn(3, 4, 8, 8, requires_grad=True)
+    loss = SegmentationLoss(4, dice_weight)(logits, target)
+    loss.backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    upsampled = F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False)
+    valid = target != IGNORE
+    one_hot = F.one_hot(torch.where(valid, target, 0), 4).permute(0, 3, 1, 2).float()
+    by_the_book = F.cross_entropy(upsampled, target, ignore_index=IGNORE) + dice_weight * soft_dice_loss(
+        torch.softmax(upsampled, dim=1), one_hot, valid[:, None].float())
+    by_the_book.backward()
+    assert float(loss.detach()) == pytest.approx(float(by_the_book.detach()), rel=1e-6)
+    assert torch.allclose(ours, logits.grad, rtol=1e-5, atol=1e-9)
+
+
 def test_bce_loss_by_hand():
     logits = torch.tensor([[[[0.0, 2.0]]]])
     target = torch.tensor([[[1, 0]]])

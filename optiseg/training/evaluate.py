@@ -23,13 +23,11 @@ def to_model_input(images: np.ndarray, in_channels: int, device: torch.device) -
     The result is channels-last in memory, which convolutions run faster on.
     """
     spec = input_spec(in_channels)
-    batch = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    batch = torch.from_numpy(images).to(device, non_blocking=True).float().div_(255.0)  # (B, H, W, 3): in place from here
     if in_channels == 1:
-        weights = torch.tensor(LUMA_WEIGHTS, device=device).view(1, 3, 1, 1)
-        batch = (batch * weights).sum(dim=1, keepdim=True)
-    mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
-    return ((batch - mean) / std).contiguous(memory_format=torch.channels_last)
+        batch = (batch * torch.tensor(LUMA_WEIGHTS, device=device)).sum(dim=-1, keepdim=True)
+    batch.sub_(torch.tensor(spec.mean, device=device)).div_(torch.tensor(spec.std, device=device))
+    return batch.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last in memory
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

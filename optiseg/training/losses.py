@@ -34,12 +34,7 @@ class SegmentationLoss(nn.Module):
             return logits.sum() * 0.0  # nothing to learn from, but keep the graph
         if self.num_logits == 1:
             return self._binary(logits[:, 0], (target == 1).float(), valid.float(), count)
-        loss = F.cross_entropy(logits, target.long(), ignore_index=self.ignore_index)
-        if self.dice_weight:
-            probability = torch.softmax(logits, dim=1)
-            one_hot = F.one_hot(torch.where(valid, target, 0).long(), self.num_logits).permute(0, 3, 1, 2).float()
-            loss = loss + self.dice_weight * soft_dice_loss(probability, one_hot, valid[:, None].float())
-        return loss
+        return self._classes(logits, target.long(), valid)
 
     def _binary(self, logits: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         """BCE over the valid pixels plus soft Dice, in as few passes over the pixels as the math allows: ignored
@@ -53,6 +48,22 @@ class SegmentationLoss(nn.Module):
         intersection = (probability * truth).sum()
         total = (probability * weight).sum() + truth.sum()
         return loss + self.dice_weight * (1.0 - (2 * intersection + _SMOOTH) / (total + _SMOOTH))
+
+    def _classes(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy plus the mean over classes of the soft Dice, without a one-hot tensor: a pixel's share of
+        class c's intersection is its probability of its own class, added into c's sum (the value and gradient of
+        :func:`soft_dice_loss` over one-hot masks)."""
+        loss = F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+        if not self.dice_weight:
+            return loss
+        probability = torch.softmax(logits, dim=1)
+        weight = valid.float()
+        classes = torch.where(valid, target, 0)
+        own = probability.gather(1, classes[:, None])[:, 0] * weight
+        intersection = torch.zeros(self.num_logits, dtype=own.dtype, device=own.device).index_add(0, classes.flatten(), own.flatten())
+        pixels = torch.bincount(classes.flatten(), weights=weight.flatten(), minlength=self.num_logits)
+        total = torch.einsum("bchw,bhw->c", probability, weight) + pixels
+        return loss + self.dice_weight * (1.0 - ((2 * intersection + _SMOOTH) / (total + _SMOOTH)).mean())
 
 
 def soft_dice_loss(probability: torch.Tensor, one_hot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
