@@ -12,6 +12,7 @@ resolution, and the baseline's own shape at a lower resolution (copied whole).
 
     python benchmarks/inherit.py                                    # 128 px source, 10 epochs, --short 3
     python benchmarks/inherit.py --resolution 192 --epochs 15 --short 3,5 -o runs/inherit --json
+    python benchmarks/inherit.py --model bisenetv2 --source a=1,t=6 --target a=0.5,t=6 --target a=1,t=3 --target a=0.5,t=3
 
 Every training is a run folder under -o, so a second run reuses them (and resumes an interrupted one).
 """
@@ -50,14 +51,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--resolution", type=int, default=128, help="the source's side (and the targets' unless @side)")
-    parser.add_argument("--source", default="a=1,t=6,r=3,pp=0", help="the source network's knobs")
-    parser.add_argument("--target", action="append", help="KNOBS[@SIDE], repeatable (default: five, see above)")
+    parser.add_argument("--model", default="fastscnn", help="the family of the source and the targets")
+    parser.add_argument("--source", default=None, help="the source network's knobs (default: Fast-SCNN's baseline a=1,t=6,r=3,pp=0; "
+                        "another family's defaults)")
+    parser.add_argument("--target", action="append", help="KNOBS[@SIDE], repeatable (default for Fast-SCNN: five, see above; "
+                        "required for another family)")
     parser.add_argument("--epochs", type=int, default=10, help="a whole training")
     parser.add_argument("--short", default="3", help="epochs of the short trainings, comma-separated")
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/inherit-bench"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     shorts = [int(s) for s in args.short.split(",")]
+    if args.model != "fastscnn" and not args.target:
+        parser.error(f"--target is required for {args.model} (the default targets are Fast-SCNN's)")
+    source_knobs = args.source if args.source is not None else ("a=1,t=6,r=3,pp=0" if args.model == "fastscnn" else "")
     dataset = load_dataset(DataConfig.model_validate({"root": str(args.data.resolve())}))
     cache = DatasetCache(dataset)
     side = (args.resolution, args.resolution)
@@ -70,7 +77,7 @@ def main() -> int:
         return {"test_iou": metrics["test_iou"], "epochs": metrics["epochs_run"], "train_s": metrics["train_seconds"],
                 "wall_s": round(time.perf_counter() - began, 1), "val_curve": [h["val_iou"] for h in result.history]}
 
-    source = Network.create("fastscnn", parse_knobs(args.source), side, num_classes=dataset.num_classes)
+    source = Network.create(args.model, parse_knobs(source_knobs) if source_knobs else {}, side, num_classes=dataset.num_classes)
     source_result = train(source, args.epochs, f"source-{source.key}")
     weights = InitialWeights(load_checkpoint(args.output / f"source-{source.key}" / BEST)["state_dict"], f"source {source.key}")
     print(f"source {source.key}: test IoU {source_result['test_iou']:.4f} after {args.epochs} epochs", flush=True)
@@ -78,7 +85,7 @@ def main() -> int:
     rows = []
     for text in args.target or DEFAULT_TARGETS:
         knobs, target_side = parse_target(text, args.resolution)
-        network = Network.create("fastscnn", knobs, (target_side, target_side), num_classes=dataset.num_classes)
+        network = Network.create(args.model, knobs, (target_side, target_side), num_classes=dataset.num_classes)
         row = {"target": network.key}
         for epochs in (args.epochs, *shorts):
             row[f"scratch_{epochs}"] = train(network, epochs, f"{network.key}-scratch-{epochs}")

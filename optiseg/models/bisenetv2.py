@@ -36,7 +36,8 @@ BISENETV2_KNOBS = (
 
 
 class StemBlock(nn.Module):
-    concatenated_inputs = ("fuse",)  # see training/inherit.py
+    # The wiring, for starting from a wider network (see training/inherit.py): fuse reads the concatenation.
+    channel_flow = {"conv_branch": "conv", "pool_branch": "conv", "fuse": ("conv_branch", "pool_branch")}
 
     def __init__(self, in_channels: int, out_channels: int, reduced: int):
         super().__init__()
@@ -55,6 +56,8 @@ class StemBlock(nn.Module):
 
 class GatherExpand(nn.Module):
     """Gather-and-expand layer; stride 2 adds a second depthwise conv and a projected shortcut."""
+
+    channel_flow = {"expand": "gather", "project": "expand"}  # the wiring (see training/inherit.py)
 
     def __init__(self, in_channels: int, out_channels: int, expansion: int, stride: int):
         super().__init__()
@@ -122,6 +125,9 @@ class BilateralGuidedAggregation(nn.Module):
 @register_model("bisenetv2", BISENETV2_KNOBS, "BiSeNetV2: detail and semantic branches joined by guided aggregation")
 class BiSeNetV2(nn.Module):
     """BiSeNetV2. Output: ``num_classes`` logits at the input resolution."""
+
+    # The context embedding (or its Identity) follows the r repeated layers (see training/inherit.py).
+    trailing_children = {"semantic": 1}
 
     def __init__(
         self,

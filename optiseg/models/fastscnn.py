@@ -41,7 +41,8 @@ class PyramidPooling(nn.Module):
     """Average-pool into 1, 2, 4 and 8 bins, 1x1 conv to C/4 (shared), upsample, concat, 1x1 conv to C."""
 
     bins = (1, 2, 4, 8)
-    concatenated_inputs = ("project",)  # see training/inherit.py
+    # The wiring (see training/inherit.py): project reads the pooled branches and the module's input, concatenated.
+    channel_flow = {"project": (*("reduce",) * len(bins), "input")}
 
     def __init__(self, channels: int):
         super().__init__()

@@ -53,8 +53,6 @@ class EncoderBlock(nn.Module):
 class DecoderBlock(nn.Module):
     """Upsample x2 (bilinear) to the skip's size, concatenate the skip, two 3x3 conv-BN-ReLU."""
 
-    concatenated_inputs = ("convs.0",)  # see training/inherit.py
-
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
         super().__init__()
         self.convs = DoubleConv(in_channels + skip_channels, out_channels)
@@ -66,6 +64,12 @@ class DecoderBlock(nn.Module):
 @register_model("unet", UNET_KNOBS, "U-Net: five-block encoder with max-pools, mirrored decoder with skip connections")
 class UNet(nn.Module):
     """U-Net. Output: ``num_classes`` logits at the input resolution."""
+
+    # The wiring (see training/inherit.py): decoder block k's convolutions read [the deeper map, encoder skip].
+    channel_flow = {
+        f"decoder.{k}.convs": ("bottleneck" if k == 0 else f"decoder.{k - 1}.convs", f"encoder.{4 - k}.convs")
+        for k in range(5)
+    }
 
     def __init__(self, num_classes: int = 1, in_channels: int = 3, a: float = 1.0):
         super().__init__()
