@@ -177,6 +177,8 @@ def test_curve_arithmetic_on_a_tiny_hand_made_case():
     one_in_twenty = cascade_point("baseline", 0.5, np.arange(20) == 0, scores_of([[[5, 0], [0, 5]]] * 20),
                                   scores_of([[[5, 0], [0, 5]]] * 20), COSTS)
     assert one_in_twenty.latency_p90_ms == 2.0 and one_in_twenty.latency_ms == pytest.approx(2.0 + 14.0 / 20)
+    jittery = COSTS._replace(device_p90_ms=2.5, server_p90_ms=12.0)  # each part's p90 over runs, summed as split plans do
+    assert router_curve("learned", router, small, large, jittery, points=5)[2].latency_p90_ms == pytest.approx(2.5 + 3.0 + 12.0 + 1.0)
 
     oracle = oracle_curve(small, large, COSTS, [p.sent for p in curve])
     assert oracle[1].iou == pytest.approx(14 / 21)  # the most pixels won first: image 3 (4 -> 9 right)
@@ -457,6 +459,10 @@ def test_a_moved_study_folder_still_finds_its_cascade(multiclass_study, tmp_path
     (folder / "curve.json").write_text(json.dumps({"key": {}, "result": json.loads(older.replace(str(moved), str(multiclass_study)))}))
     elsewhere = read_cascade_result(folder)  # absolute paths that exist are kept
     assert elsewhere.device_model == multiclass_study / result.device_model.relative_to(moved)
+    as_given = json.loads(older)
+    as_given["large"]["onnx"] = "runs/train/large/model.onnx"  # an older file's path as the user gave it (-o, --large-run)
+    (folder / "curve.json").write_text(json.dumps({"key": {}, "result": as_given}))
+    assert read_cascade_result(folder).large.onnx == Path("runs/train/large/model.onnx")  # still read as given, not below the folder
 
 
 @pytest.mark.slow
@@ -497,6 +503,11 @@ def test_a_curve_of_other_settings_leaves_the_curve_of_the_studys_plans_alone(cl
     assert curve.read_bytes() == before
     table = cli("cascade", str(multiclass_study), "--points", "3")
     assert table.returncode == 0 and "scoring" not in table.stderr and "curves/" in table.stdout  # read back, and where from
+    curve.rename(tmp_path / "aside.json")  # before the study's own build: the command still leaves curve.json to the study
+    early = cli("cascade", str(multiclass_study), "--json")
+    assert early.returncode == 0, early.stderr
+    assert Path(json.loads(early.stdout)["curve_file"]).parent.resolve() == (folder / "curves").resolve() and not curve.exists()
+    (tmp_path / "aside.json").rename(curve)
 
     chosen = next(r for r in cascades if 0 < r.evaluation.details["cascade"]["share_sent"] < 1)
     deployed = cli("deploy", str(multiclass_study), "--trial", str(chosen.number), "-o", str(tmp_path / "deploy"))

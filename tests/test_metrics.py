@@ -162,3 +162,21 @@ def test_evaluate_scores_each_image_at_its_original_size():
     # image 1: TP 18, FP 12, TN 30; image 2: TP 6, TN 5 (one pixel ignored)
     assert result.confusion.tolist() == [[35, 12], [0, 24]]
     assert result.scores.primary_iou == pytest.approx(24 / 36)
+
+
+def test_the_model_input_is_normalized_channels_last_and_leaves_the_callers_images_alone():
+    from optiseg.preprocessing import input_spec
+    from optiseg.training.evaluate import to_model_input
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3)).astype(np.uint8)
+    for batch in (images, images.astype(np.float32)):  # a float array must not be normalized in the caller's buffer
+        before = batch.copy()
+        for channels in (3, 1):
+            out = to_model_input(batch, channels, torch.device("cpu"))
+            spec = input_spec(channels)
+            rgb = before.astype(np.float32) / 255.0
+            plain = rgb if channels == 3 else (rgb * np.array([0.299, 0.587, 0.114], np.float32)).sum(-1, keepdims=True)
+            expected = (plain - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
+            assert out.shape == (2, channels, 4, 5) and out.is_contiguous(memory_format=torch.channels_last)
+            assert np.allclose(out.permute(0, 2, 3, 1).numpy(), expected, atol=1e-6)
+        assert np.array_equal(batch, before)

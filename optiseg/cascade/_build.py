@@ -13,14 +13,18 @@ count) redoes nothing finished::
       router/decision.pt               the decision network's head (state dict and what its fit chose)
       device-<router>.onnx             the small network with that router: image -> (logits, quality)
       latency/<part>.json              each part measured on its runner
-      curve.json                       the result (:class:`CascadeResult`) of the first curve built here
+      curve.json                       the result (:class:`CascadeResult`) of the folder's owner
       curves/<digest>.json             the result of any other curve (other points, router, runners or link)
 
-``curve.json`` is never overwritten: a study's cascade plans are made from it,
-and deploying one of them later must give the figures it was stored with. A
-curve of other settings goes to ``curves/`` under a digest of its settings.
+``curve.json`` belongs to the folder's owner (``build_cascade(owner=True)``):
+in a study's ``cascades/``, the study, whose cascade plans are made from it, so
+deploying one of them later gives the figures it was stored with; outside a
+study, the command that made the folder. A build that is not the owner
+(``optiseg cascade STUDY`` with other settings than the study's) keeps its curve
+in ``curves/`` under a digest of its settings and never touches ``curve.json``.
 The paths in these files are relative to the folder (the members' models too,
-e.g. ``../../candidates/<key>/train/model.onnx``), so a study folder can move.
+e.g. ``../../candidates/<key>/train/model.onnx``; ``"paths": "relative"``
+says so), so a study folder can move.
 
 Nothing here trains the small or the large network unless
 ``CascadeSettings.router_data`` is ``"crossfit"``, which trains the small
@@ -101,11 +105,13 @@ class CascadeMember:
                 "checkpoint": None if self.checkpoint is None else _stored_path(self.checkpoint, relative_to), "label": self.label}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], folder: Path | None = None, written_in: Path | None = None) -> CascadeMember:
-        """Read what :meth:`as_dict` wrote; relative paths are below ``folder`` (see :func:`_located`)."""
+    def from_dict(cls, data: Mapping[str, Any], folder: Path | None = None, written_in: Path | None = None,
+                  base: Path | None = None) -> CascadeMember:
+        """Read what :meth:`as_dict` wrote; relative paths are below ``base`` (see :func:`_located`)."""
         checkpoint = data.get("checkpoint")
-        return cls(network=Network.from_dict(data["network"]), onnx=_located(data["onnx"], folder, written_in),
-                   checkpoint=None if checkpoint is None else _located(checkpoint, folder, written_in), label=data.get("label", ""))
+        return cls(network=Network.from_dict(data["network"]), onnx=_located(data["onnx"], folder, written_in, base),
+                   checkpoint=None if checkpoint is None else _located(checkpoint, folder, written_in, base),
+                   label=data.get("label", ""))
 
 
 @dataclass(frozen=True)
@@ -211,7 +217,9 @@ class CascadeResult:
             "device_models": {k: _stored_path(v, base) for k, v in self.device_models.items()},
             "class_names": list(self.class_names),
         }
-        if not relative:
+        if relative:
+            stored["paths"] = "relative"  # to the folder the file is in (files before kept them as given)
+        else:
             stored["curve_file"] = None if self.curve_file is None else str(self.curve_file)
         return stored
 
@@ -224,9 +232,10 @@ class CascadeResult:
             raise ValueError(f"not a cascade result (format {data.get('format')!r})")
         written_in = Path(data["folder"])
         folder = written_in if folder is None else Path(folder)
+        base = folder if data.get("paths") == "relative" else None  # older files: relative paths as they were given
         return cls(
-            folder=folder, small=CascadeMember.from_dict(data["small"], folder, written_in),
-            large=CascadeMember.from_dict(data["large"], folder, written_in),
+            folder=folder, small=CascadeMember.from_dict(data["small"], folder, written_in, base),
+            large=CascadeMember.from_dict(data["large"], folder, written_in, base),
             router=data["router"], target=data["target"],
             curves={name: tuple(CurvePoint.from_dict(p) for p in points) for name, points in data["curves"].items()},
             references={name: CurvePoint.from_dict(p) for name, p in data["references"].items()},
@@ -234,7 +243,7 @@ class CascadeResult:
             rank_correlation=dict(data["rank_correlation"]), router_fit=dict(data["router_fit"]),
             per_image={k: {split: dict(m) for split, m in v.items()} for k, v in data["per_image"].items()},
             latencies={k: dict(v) for k, v in data["latencies"].items()}, measured_on=dict(data["measured_on"]),
-            device_models={k: _located(v, folder, written_in) for k, v in data["device_models"].items()},
+            device_models={k: _located(v, folder, written_in, base) for k, v in data["device_models"].items()},
             class_names=tuple(data.get("class_names", ())), curve_file=curve_file,
         )
 
@@ -254,40 +263,47 @@ def read_cascade_result(path: str | Path) -> CascadeResult | None:
 
 
 def find_cascade_result(folder: str | Path, threshold: float) -> CascadeResult | None:
-    """The result in ``folder`` whose deployed router has a point at ``threshold`` (a stored plan's): ``curve.json``
-    first, then ``curves/``; ``curve.json``'s when none has it; None when there is none."""
-    folder = Path(folder)
-    paths = [folder / CURVE, *sorted((folder / OTHER_CURVES).glob("*.json"))]
-    results = [r for r in map(read_cascade_result, paths) if r is not None]
-    for result in results:
-        if any(p.threshold == threshold for p in result.points):
-            return result
-    return next((r for r in results if r.curve_file == folder / CURVE), None)
+    """The owner's result in ``folder`` (``curve.json``: what a study's cascade plans are made from) when it has a
+    point at ``threshold`` (a stored plan's); None when it has none."""
+    result = read_cascade_result(Path(folder) / CURVE)
+    return result if result is not None and any(p.threshold == threshold for p in result.points) else None
 
 
-def curve_path(folder: Path, curve_key: Mapping[str, Any]) -> Path:
-    """Where the curve of ``curve_key`` is kept: ``curve.json`` when it is free or holds that curve, else
-    ``curves/<digest>.json`` (``curve.json`` is never overwritten)."""
+def curve_path(folder: Path, curve_key: Mapping[str, Any], owner: bool) -> Path:
+    """Where the curve of ``curve_key`` is kept: ``curve.json`` for the folder's owner, or when it holds that curve
+    already; else ``curves/<digest>.json``."""
     key = json.loads(json.dumps(curve_key))
     stored = _read_json(folder / CURVE)
-    if stored is None or not isinstance(stored, dict) or stored.get("key") == key:
+    if owner or (isinstance(stored, dict) and stored.get("key") == key):
         return folder / CURVE
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     return folder / OTHER_CURVES / f"{digest}.json"
+
+
+def _stored_result(path: Path, curve_key: Mapping[str, Any], folder: Path) -> CascadeResult | None:
+    """The result kept at ``path`` if it is the curve of ``curve_key``."""
+    stored = _read_json(path)
+    if not isinstance(stored, dict) or stored.get("key") != json.loads(json.dumps(curve_key)):
+        return None
+    try:
+        return CascadeResult.from_dict(stored["result"], folder, curve_file=path)
+    except (ValueError, KeyError, TypeError):
+        return None  # an older or torn file: make it again
 
 
 def _stored_path(path: str | Path, relative_to: Path | None) -> str:
     return str(path) if relative_to is None else os.path.relpath(path, relative_to)
 
 
-def _located(stored: str, folder: Path | None, written_in: Path | None) -> Path:
-    """A path a result keeps: a relative one is below ``folder``; an absolute one (older files) as written where it
-    exists, else at the same place relative to ``folder`` as it was to ``written_in`` (the folder has moved)."""
+def _located(stored: str, folder: Path | None, written_in: Path | None, base: Path | None) -> Path:
+    """A path a result keeps: a relative one is below ``base`` (None: as given, as older files kept them); an absolute
+    one (older files) as written where it exists, else at the same place relative to ``folder`` as it was to
+    ``written_in`` (the folder has moved)."""
     path = Path(stored)
+    if not path.is_absolute():
+        return path if base is None else Path(os.path.normpath(base / path))
     if folder is None:
         return path
-    if not path.is_absolute():
-        return Path(os.path.normpath(folder / path))
     if path.exists() or written_in is None or not written_in.is_absolute():
         return path
     moved = Path(os.path.normpath(folder / os.path.relpath(path, written_in)))
@@ -296,7 +312,7 @@ def _located(stored: str, folder: Path | None, written_in: Path | None) -> Path:
 
 def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_runner, server_runner, link,
                   folder: str | Path, settings: CascadeSettings = CascadeSettings(),
-                  stage: Callable[[str], None] = lambda text: None) -> CascadeResult:
+                  stage: Callable[[str], None] = lambda text: None, owner: bool = True) -> CascadeResult:
     """Build (or read back) the cascade of ``small`` on the device and ``large`` on the server.
 
     ``cache`` is the data set's :class:`~optiseg.data.DatasetCache`; ``device_runner`` times the
@@ -304,23 +320,26 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
     :class:`~optiseg.devices.Runner`); ``link`` (:class:`~optiseg.config.LinkConfig`) gives the
     transfer times. ``stage`` is told what is being done. See the module docstring for the files.
 
-    One process builds in ``folder`` at a time (:func:`~optiseg.cascade.cascade_lock`); one that finds another
-    building there waits for it, then reuses what it made.
+    ``owner``: the curve is the folder's own (``curve.json``; see the module docstring), else it is kept in
+    ``curves/``. One process builds in ``folder`` at a time (:func:`~optiseg.cascade.cascade_lock`); one that finds
+    another building there waits for it, then reuses what it made. A curve built already is read without the lock
+    (a read-only folder serves it).
     """
     folder = Path(folder)
     _check_members(small, large, cache.dataset)
     identity = _identity(small, large, cache.dataset, settings)
     curve_key = {**settings.curve_identity(), "device": device_runner.device_key, "server": server_runner.device_key,
                  "link": link.model_dump(mode="json")}
+    if _read_json(folder / "identity.json") == json.loads(json.dumps(identity)):
+        done = _stored_result(curve_path(folder, curve_key, owner), curve_key, folder)
+        if done is not None:
+            return done
     with cascade_lock(folder, waiting=stage):
         _claim(folder, identity)
-        path = curve_path(folder, curve_key)
-        stored = _read_json(path)
-        if stored is not None and stored.get("key") == json.loads(json.dumps(curve_key)):
-            try:
-                return CascadeResult.from_dict(stored["result"], folder, curve_file=path)
-            except (ValueError, KeyError, TypeError):
-                pass  # an older or torn file: make it again
+        path = curve_path(folder, curve_key, owner)
+        done = _stored_result(path, curve_key, folder)
+        if done is not None:
+            return done
         result = _build(small, large, cache, device_runner, server_runner, link, folder, settings, stage)
         write_json_atomic(path, {"key": curve_key, "result": result.as_dict(relative=True)})
         return replace(result, curve_file=path)
@@ -356,7 +375,7 @@ def _build(small: CascadeMember, large: CascadeMember, cache, device_runner, ser
     references = {
         "small": cascade_point("small", None, np.zeros(len(small_test), bool), small_test, large_test, alone),
         "large": cascade_point("large", None, np.ones(len(small_test), bool), small_test, large_test,
-                               alone._replace(device_ms=0.0, device_macs=0)),
+                               alone._replace(device_ms=0.0, device_p90_ms=0.0, device_macs=0)),
     }
     return CascadeResult(
         folder=folder, small=small, large=large, router=settings.router, target=settings.target, curves=curves,
@@ -444,6 +463,8 @@ def _costs(device: Mapping[str, Any], device_macs: int, server: Mapping[str, Any
     height, width = large.network.resolution
     up_bytes, down_bytes = height * width * 3, height * width  # the image as uint8 RGB, the mask as a uint8 class map
     return CurveCosts(device_ms=float(device["median_ms"]), server_ms=float(server["median_ms"]),
+                      device_p90_ms=float(device.get("p90_ms", device["median_ms"])),
+                      server_p90_ms=float(server.get("p90_ms", server["median_ms"])),
                       upload_ms=link.upload_ms(up_bytes), download_ms=link.download_ms(down_bytes),
                       upload_bytes=up_bytes, download_bytes=down_bytes, device_macs=device_macs,
                       server_macs=profile_macs(large.network.build(), large.network))

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import UsageError
+
 LOCK = ".lock"
 
 _held = threading.local()  # the folders this thread holds the lock of
@@ -34,13 +36,18 @@ def cascade_lock(folder: str | Path, waiting: Callable[[str], None] = lambda tex
     ``waiting`` is told once when the lock is taken by someone else (who, if the holder wrote it).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     key = str(folder.resolve())
     held = _held_folders()
     if key in held:
         yield
         return
-    with open(folder / LOCK, "a+") as handle:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK, "a+")  # noqa: SIM115  (closed below)
+    except OSError as exc:
+        raise UsageError(f"cannot build the cascade in {folder}: {exc.strerror or exc}",
+                         hint="give a folder you can write to (-o), or build it where the study's files are writable") from None
+    with handle:
         _lock(handle, folder, waiting)
         held.add(key)
         try:

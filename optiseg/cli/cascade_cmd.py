@@ -32,9 +32,10 @@ section); transfer times come from the study's link: section (--link-mbps/--rtt-
 it; without either, 100 Mbit/s and 5 ms). The image goes up as uint8 RGB at the large network's input
 size, its mask comes down as a uint8 class map at that size. Everything is kept in the
 cascade's folder and reused when the command runs again; one process builds in a folder at a
-time (another waits, then reuses its files). The folder's curve.json is the first curve built
-there (the one a study's cascade plans were made from) and is never overwritten: a curve of
-other settings (--points, --router, link, runners) is kept in curves/<digest>.json beside it.
+time (another waits, then reuses its files). In a study with mode: [..., cascade] the folder's
+curve.json is the study's own (its cascade plans were made from it): this command reads it back
+when its settings are the study's, and keeps a curve of other settings (--points, --router, link,
+runners) in curves/<digest>.json beside it, never touching curve.json.
 """
 
 EPILOG = """\
@@ -114,7 +115,7 @@ def run_cascade(args: argparse.Namespace) -> int:
     cache = DatasetCache(dataset, budget_mb=source["data"].cache_mb)
     with cascade_runners(device_config, server_config or DeviceConfig()) as (device, server):
         result = build_cascade(source["small"], source["large"], cache=cache, device_runner=device, server_runner=server,
-                               link=link, folder=folder, settings=settings,
+                               link=link, folder=folder, settings=settings, owner=_owns_curve(args, config),
                                stage=lambda text: console.print(f"[dim]{text}[/]", highlight=False))
     written = write_cascade_deployment(result, args.deploy, threshold=args.threshold) if args.deploy else []
     if args.json:
@@ -253,6 +254,12 @@ def _print_result(result, *, server_note: str, link_note: str) -> None:
           "latency = device + share x (upload + server + download); oracle and random at the same share")
 
 
+def _owns_curve(args: argparse.Namespace, config) -> bool:
+    """Whether this command's curve is the folder's ``curve.json``: not in a study whose own cascade (``mode:`` lists
+    ``cascade``) keeps its plans' curve there."""
+    return not (args.study is not None and args.output is None and config is not None and "cascade" in list(config.mode))
+
+
 def _files_note(result) -> str:
     """The cascade's folder, and where this curve is kept when it is not the folder's own ``curve.json``."""
     from ..cascade import CURVE
@@ -260,8 +267,8 @@ def _files_note(result) -> str:
     curve = result.curve_file
     if curve is None or curve.name == CURVE:
         return str(result.folder)
-    return (f"{result.folder} (this curve: {Path(curve.parent.name) / curve.name}; {CURVE} keeps the curve the folder "
-            "was first built with, which a study's cascade plans refer to)")
+    return (f"{result.folder} (this curve: {Path(curve.parent.name) / curve.name}; {CURVE} keeps the study's own, "
+            "which its cascade plans were made from)")
 
 
 def _ms(latencies, name: str) -> str:

@@ -23,7 +23,7 @@ def to_model_input(images: np.ndarray, in_channels: int, device: torch.device) -
     The result is channels-last in memory, which convolutions run faster on.
     """
     spec = input_spec(in_channels)
-    batch = torch.from_numpy(images).to(device, non_blocking=True).float().div_(255.0)  # (B, H, W, 3): in place from here
+    batch = torch.from_numpy(images).to(device, torch.float32, non_blocking=True, copy=True).div_(255.0)  # (B, H, W, 3): ours
     if in_channels == 1:
         batch = (batch * torch.tensor(LUMA_WEIGHTS, device=device)).sum(dim=-1, keepdim=True)
     batch.sub_(torch.tensor(spec.mean, device=device)).div_(torch.tensor(spec.std, device=device))

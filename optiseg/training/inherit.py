@@ -233,8 +233,8 @@ class _Planner:
             inputs, outputs = _taken(flow, per_group, name), torch.arange(out)
         elif one_per_group:  # output j = g*m + k reads input g
             m = out // conv.groups
-            if flow is None:  # the source's input count is not known: depthwise, or the source's shape
-                if m > 1 and have[0] != out:
+            if flow is None:  # the source's input count is not known: its outputs per group neither, unless depthwise
+                if m > 1:
                     raise _NotContained
                 groups, source_m = torch.arange(conv.groups), m
             else:
@@ -278,7 +278,7 @@ def inheritance_plan(source_shapes: Mapping[str, tuple[int, ...]], target: nn.Mo
     planner = _Planner(source_shapes)
     try:
         planner.walk(target, "", "", None)
-    except _NotContained:
+    except (_NotContained, IndexError, ValueError):  # IndexError, ValueError: tensors of another layout than the target's
         return None
     if planner.fed:
         raise RuntimeError(f"channel_flow declares what {', '.join(planner.fed)} read, which the plan never reaches")

@@ -25,7 +25,10 @@ class SegmentationLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
+        with torch.autocast(logits.device.type, enabled=False):  # sums over millions of pixels: never in half precision
+            return self._loss(logits.float(), target)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != target.shape[-2:]:  # finer masks: compare the upsampled logits, as scoring does
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         valid = target != self.ignore_index
