@@ -51,6 +51,7 @@ def choose_source(trial_records, layout: StudyLayout, target: Network, target_mo
     target_shapes = shapes_of(target_model)
     best, best_key = None, None
     seen: set[tuple[str, int]] = set()
+    contains: dict[str, bool] = {}  # by network: its plans' records (FP32, INT8, split, ...) share one answer
     for record in trial_records:
         if (record.status not in (records.COMPLETE, records.PARTIAL) or record.plan is None or record.derived_from
                 or record.duplicate_of is not None):
@@ -61,7 +62,11 @@ def choose_source(trial_records, layout: StudyLayout, target: Network, target_mo
                 or knob_mismatch(target.model, network.knob_dict, target.knob_dict) is not None):
             continue
         found = _epochs_trained(record, layout.network(network.key).train)
-        if found is None or (network.key, found[0]) in seen or not inheritable(_shapes_of(network), target_model):
+        if found is None or (network.key, found[0]) in seen:
+            continue
+        if network.key not in contains:
+            contains[network.key] = inheritable(_shapes_of(network), target_model)
+        if not contains[network.key]:
             continue
         epochs, weights = found
         seen.add((network.key, epochs))
