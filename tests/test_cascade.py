@@ -19,6 +19,7 @@ from optiseg.cascade import (
     CascadeMember,
     CascadeResult,
     CurveCosts,
+    CurvePoint,
     PerImageScores,
     RidgeRouter,
     cascade_point,
@@ -463,6 +464,9 @@ def test_a_moved_study_folder_still_finds_its_cascade(multiclass_study, tmp_path
     as_given["large"]["onnx"] = "runs/train/large/model.onnx"  # an older file's path as the user gave it (-o, --large-run)
     (folder / "curve.json").write_text(json.dumps({"key": {}, "result": as_given}))
     assert read_cascade_result(folder).large.onnx == Path("runs/train/large/model.onnx")  # still read as given, not below the folder
+    as_given["device_models"] = {k: Path(v).name for k, v in as_given["device_models"].items()}  # relative, and below it
+    (folder / "curve.json").write_text(json.dumps({"key": {}, "result": as_given}))
+    assert read_cascade_result(folder).device_model == result.device_model
 
 
 @pytest.mark.slow
@@ -515,6 +519,33 @@ def test_a_curve_of_other_settings_leaves_the_curve_of_the_studys_plans_alone(cl
     table = json.loads((tmp_path / "deploy" / "thresholds.json").read_text())
     assert [p["threshold"] for p in table["points"]] == thresholds  # the curve the plan was stored from
     assert table["default_threshold"] == float(chosen.plan.knob_dict["threshold"])
+
+    curve.rename(tmp_path / "aside.json")  # the plan's curve gone: a clear refusal, nothing written
+    refused = cli("deploy", str(multiclass_study), "--trial", str(chosen.number), "-o", str(tmp_path / "nothing"))
+    (tmp_path / "aside.json").rename(curve)
+    assert refused.returncode == 1 and "the curve this cascade plan" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_curve_json_is_written_once_by_the_folders_owner(tmp_path):
+    """The owner's first curve stays curve.json (its plans were made from it); every other curve goes beside it."""
+    from optiseg.cascade._build import curve_path
+
+    assert curve_path(tmp_path, {"points": 21}, owner=True) == tmp_path / "curve.json"  # free: the owner takes it
+    assert curve_path(tmp_path, {"points": 21}, owner=False).parent == tmp_path / "curves"  # not the owner: never
+    (tmp_path / "curve.json").write_text(json.dumps({"key": {"points": 21}, "result": {}}))
+    assert curve_path(tmp_path, {"points": 21}, owner=False) == tmp_path / "curve.json"  # the same curve: read back
+    other = curve_path(tmp_path, {"points": 21, "device": "local:other-host"}, owner=True)
+    assert other.parent == tmp_path / "curves" and other != curve_path(tmp_path, {"points": 3}, owner=True)
+    (tmp_path / "curve.json").write_text("{torn")
+    assert curve_path(tmp_path, {"points": 3}, owner=True) == tmp_path / "curve.json"  # a torn file is made again
+
+
+def test_a_curve_point_kept_before_p90s_reads_back_with_one_from_its_medians():
+    sent_half = cascade_point("baseline", 0.5, np.array([True, False]), scores_of([[[1, 0], [0, 1]]] * 2),
+                              scores_of([[[1, 0], [0, 1]]] * 2), COSTS).as_dict()
+    del sent_half["latency_p90_ms"]
+    assert CurvePoint.from_dict(sent_half).latency_p90_ms == pytest.approx(2.0 + 3.0 + 10.0 + 1.0)
 
 
 def test_a_cascade_alone_is_a_config_error(cli, tmp_path):

@@ -19,9 +19,10 @@ count) redoes nothing finished::
 ``curve.json`` belongs to the folder's owner (``build_cascade(owner=True)``):
 in a study's ``cascades/``, the study, whose cascade plans are made from it, so
 deploying one of them later gives the figures it was stored with; outside a
-study, the command that made the folder. A build that is not the owner
-(``optiseg cascade STUDY`` with other settings than the study's) keeps its curve
-in ``curves/`` under a digest of its settings and never touches ``curve.json``.
+study, the command that made the folder. It is written once, by the owner's first
+curve; any other curve (a build that is not the owner, e.g. ``optiseg cascade
+STUDY`` with other settings than the study's, or the owner's with other runners)
+is kept in ``curves/`` under a digest of its settings.
 The paths in these files are relative to the folder (the members' models too,
 e.g. ``../../candidates/<key>/train/model.onnx``; ``"paths": "relative"``
 says so), so a study folder can move.
@@ -270,11 +271,14 @@ def find_cascade_result(folder: str | Path, threshold: float) -> CascadeResult |
 
 
 def curve_path(folder: Path, curve_key: Mapping[str, Any], owner: bool) -> Path:
-    """Where the curve of ``curve_key`` is kept: ``curve.json`` for the folder's owner, or when it holds that curve
-    already; else ``curves/<digest>.json``."""
+    """Where the curve of ``curve_key`` is kept: ``curve.json`` when it holds that curve, or when it is free (or torn)
+    and this is the folder's owner; else ``curves/<digest>.json``. ``curve.json`` is never overwritten: the owner's
+    first curve stays what its plans were made from (a worker on another host, whose runners have other keys, keeps
+    its own beside it)."""
     key = json.loads(json.dumps(curve_key))
     stored = _read_json(folder / CURVE)
-    if owner or (isinstance(stored, dict) and stored.get("key") == key):
+    same = isinstance(stored, dict) and stored.get("key") == key
+    if same or (owner and not (isinstance(stored, dict) and "result" in stored)):
         return folder / CURVE
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     return folder / OTHER_CURVES / f"{digest}.json"
@@ -296,12 +300,15 @@ def _stored_path(path: str | Path, relative_to: Path | None) -> str:
 
 
 def _located(stored: str, folder: Path | None, written_in: Path | None, base: Path | None) -> Path:
-    """A path a result keeps: a relative one is below ``base`` (None: as given, as older files kept them); an absolute
-    one (older files) as written where it exists, else at the same place relative to ``folder`` as it was to
-    ``written_in`` (the folder has moved)."""
+    """A path a result keeps: a relative one is below ``base`` (None, an older file: below ``folder`` if it is there,
+    else as given); an absolute one (older files) as written where it exists, else at the same place relative to
+    ``folder`` as it was to ``written_in`` (the folder has moved)."""
     path = Path(stored)
     if not path.is_absolute():
-        return path if base is None else Path(os.path.normpath(base / path))
+        if base is None:
+            below = None if folder is None else Path(os.path.normpath(folder / path))
+            return below if below is not None and below.exists() else path
+        return Path(os.path.normpath(base / path))
     if folder is None:
         return path
     if path.exists() or written_in is None or not written_in.is_absolute():

@@ -88,7 +88,12 @@ class CurvePoint(NamedTuple):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CurvePoint:
-        return cls(**{name: data[name] for name in cls._fields if name in data})  # a curve kept before has no p90
+        point = cls(**{name: data[name] for name in cls._fields if name in data})
+        if point.latency_p90_ms is None:  # a curve kept before p90s: from the medians (the sent frame's path, if over a tenth)
+            share = point.share_sent
+            sent_ms = point.device_latency_ms + (point.latency_ms - point.device_latency_ms) / share if share else point.latency_ms
+            point = point._replace(latency_p90_ms=tail_latency_ms((point.device_latency_ms, sent_ms), (1.0 - share, share)))
+        return point
 
 
 def cascade_point(router: str, threshold: float | None, sent: np.ndarray, small: PerImageScores,

@@ -115,7 +115,7 @@ def run_cascade(args: argparse.Namespace) -> int:
     cache = DatasetCache(dataset, budget_mb=source["data"].cache_mb)
     with cascade_runners(device_config, server_config or DeviceConfig()) as (device, server):
         result = build_cascade(source["small"], source["large"], cache=cache, device_runner=device, server_runner=server,
-                               link=link, folder=folder, settings=settings, owner=_owns_curve(args, config),
+                               link=link, folder=folder, settings=settings, owner=_owns_curve(args, config, folder, source["folder"]),
                                stage=lambda text: console.print(f"[dim]{text}[/]", highlight=False))
     written = write_cascade_deployment(result, args.deploy, threshold=args.threshold) if args.deploy else []
     if args.json:
@@ -254,10 +254,11 @@ def _print_result(result, *, server_note: str, link_note: str) -> None:
           "latency = device + share x (upload + server + download); oracle and random at the same share")
 
 
-def _owns_curve(args: argparse.Namespace, config) -> bool:
-    """Whether this command's curve is the folder's ``curve.json``: not in a study whose own cascade (``mode:`` lists
-    ``cascade``) keeps its plans' curve there."""
-    return not (args.study is not None and args.output is None and config is not None and "cascade" in list(config.mode))
+def _owns_curve(args: argparse.Namespace, config, folder, study_folder) -> bool:
+    """Whether this command's curve may be the folder's ``curve.json``: not in the folder of a study's own cascade
+    (``mode:`` lists ``cascade``), which keeps its plans' curve there."""
+    in_study = args.study is not None and study_folder is not None and Path(folder).resolve() == Path(study_folder).resolve()
+    return not (in_study and config is not None and "cascade" in list(config.mode))
 
 
 def _files_note(result) -> str:

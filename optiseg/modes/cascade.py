@@ -62,9 +62,14 @@ class CascadeMode:
         device graph, the large model, and the curve the plan's threshold was stored from."""
         from ..cascade import find_cascade_result
 
-        result = find_cascade_result(network_folder.path, float(plan.knob_dict["threshold"]))
+        threshold = float(plan.knob_dict["threshold"])
+        result = find_cascade_result(network_folder.path, threshold)
         if result is None:
-            return [Artifact(network_folder.path / CURVE, CURVE, "the cascade's operating curve")]  # deploy reports it missing
+            raise StudyError(
+                f"the curve this cascade plan (threshold {threshold!r}) was stored from is not in {network_folder.path / CURVE}",
+                hint="run the search again on this study (it rebuilds the study's cascade and reuses every part made), "
+                     "or deploy a cascade of your own choice with `optiseg cascade STUDY --deploy DIR`",
+            )
         runners = resources.files("optiseg._runners")
         return [
             Artifact(result.device_model, "device.onnx", "the small network and its router, one graph (device)"),

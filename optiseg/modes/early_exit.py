@@ -338,7 +338,7 @@ class EarlyExitSplitMode(EarlyExitMode):
         return base.merged(metrics={"onnx_mb": onnx_mb, "device_mb": round(onnx_mb + base.metrics["activation_mb"], 3),
                                     "latency_ms": optimistic, "latency_p90_ms": optimistic_p90,
                                     "device_latency_ms": min(*exit_ms, device_ms), "fps": 1000.0 / optimistic},
-                           details={"exits": {**exits, "remote": remote,
+                           details={"exits": {**exits, "remote": remote, "cumulative_p90_ms": [*exit_p90, remote["p90_ms"]],
                                               "latency_is": "optimistic before training: every image takes the fastest "
                                                             "path, an exit or the remote one"},
                                     "server_latency": server, "encode_latency": encode})
@@ -347,7 +347,7 @@ class EarlyExitSplitMode(EarlyExitMode):
         """As the device-only chain's, with the remote path's p90 as the last output's once it is known."""
         times = super()._tail_ms(exits)
         remote = exits.get("remote")
-        return [*times[:-1], remote["p90_ms"]] if remote and "p90_ms" in remote else times
+        return [*times[:-1], remote.get("p90_ms", remote["ms"])] if remote else times
 
     def _expected(self, point, shares, exits: Mapping[str, Any]) -> dict[str, float]:
         remote, sent = exits["remote"], shares[-1]

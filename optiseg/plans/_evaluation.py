@@ -55,7 +55,7 @@ TAIL = 0.9  # the share of frames ``latency_p90_ms`` is the time of
 def tail_latency_ms(times_ms, shares, share: float = TAIL) -> float:
     """``latency_p90_ms`` of a plan whose frames take different paths (the outputs of an exit chain, a cascade's
     device-only and sent frames): the least time within which at least ``share`` of the frames are done, when a share
-    ``shares[k]`` of them takes ``times_ms[k]`` (each a median). The spread is over images, not over runs."""
+    ``shares[k]`` of them takes ``times_ms[k]`` (each path's time at its parts' p90 over runs, summed)."""
     done = 0.0
     for ms, part in sorted(zip(times_ms, shares)):
         done += part
