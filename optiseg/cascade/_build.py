@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .._atomic import write_json_atomic
+from ..devices import p90_of
 from ..errors import UsageError
 from ..network import Network
 from ._curve import CurveCosts, CurvePoint, cascade_point, oracle_curve, random_curve, router_curve, spearman
@@ -249,14 +250,17 @@ class CascadeResult:
         )
 
 
-def read_cascade_result(path: str | Path) -> CascadeResult | None:
-    """The result kept in a curve file (or in ``curve.json`` when ``path`` is a cascade's folder); None when it is
-    missing or cannot be read. Its paths are found below the folder the file is in now."""
+def read_cascade_result(path: str | Path, curve_key: Mapping[str, Any] | None = None) -> CascadeResult | None:
+    """The result kept in a curve file (or in ``curve.json`` when ``path`` is a cascade's folder), if it is the curve
+    of ``curve_key`` (any, without one); None when it is missing, another curve's or cannot be read (an older or torn
+    file). Its paths are found below the folder the file is in now."""
     path = Path(path)
     if path.is_dir():
         path = path / CURVE
     folder = path.parent.parent if path.parent.name == OTHER_CURVES else path.parent
     stored = _read_json(path)
+    if not isinstance(stored, dict) or (curve_key is not None and stored.get("key") != json.loads(json.dumps(curve_key))):
+        return None
     try:
         return CascadeResult.from_dict(stored["result"], folder, curve_file=path)
     except (ValueError, KeyError, TypeError):
@@ -282,17 +286,6 @@ def curve_path(folder: Path, curve_key: Mapping[str, Any], owner: bool) -> Path:
         return folder / CURVE
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     return folder / OTHER_CURVES / f"{digest}.json"
-
-
-def _stored_result(path: Path, curve_key: Mapping[str, Any], folder: Path) -> CascadeResult | None:
-    """The result kept at ``path`` if it is the curve of ``curve_key``."""
-    stored = _read_json(path)
-    if not isinstance(stored, dict) or stored.get("key") != json.loads(json.dumps(curve_key)):
-        return None
-    try:
-        return CascadeResult.from_dict(stored["result"], folder, curve_file=path)
-    except (ValueError, KeyError, TypeError):
-        return None  # an older or torn file: make it again
 
 
 def _stored_path(path: str | Path, relative_to: Path | None) -> str:
@@ -338,13 +331,13 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
     curve_key = {**settings.curve_identity(), "device": device_runner.device_key, "server": server_runner.device_key,
                  "link": link.model_dump(mode="json")}
     if _read_json(folder / "identity.json") == json.loads(json.dumps(identity)):
-        done = _stored_result(curve_path(folder, curve_key, owner), curve_key, folder)
+        done = read_cascade_result(curve_path(folder, curve_key, owner), curve_key)
         if done is not None:
             return done
     with cascade_lock(folder, waiting=stage):
         _claim(folder, identity)
         path = curve_path(folder, curve_key, owner)
-        done = _stored_result(path, curve_key, folder)
+        done = read_cascade_result(path, curve_key)
         if done is not None:
             return done
         result = _build(small, large, cache, device_runner, server_runner, link, folder, settings, stage)
@@ -470,8 +463,7 @@ def _costs(device: Mapping[str, Any], device_macs: int, server: Mapping[str, Any
     height, width = large.network.resolution
     up_bytes, down_bytes = height * width * 3, height * width  # the image as uint8 RGB, the mask as a uint8 class map
     return CurveCosts(device_ms=float(device["median_ms"]), server_ms=float(server["median_ms"]),
-                      device_p90_ms=float(device.get("p90_ms", device["median_ms"])),
-                      server_p90_ms=float(server.get("p90_ms", server["median_ms"])),
+                      device_p90_ms=p90_of(device), server_p90_ms=p90_of(server),
                       upload_ms=link.upload_ms(up_bytes), download_ms=link.download_ms(down_bytes),
                       upload_bytes=up_bytes, download_bytes=down_bytes, device_macs=device_macs,
                       server_macs=profile_macs(large.network.build(), large.network))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config.device import DeviceConfig
 from ..errors import UsageError
-from ._base import CodecStep, DeviceFacts, LatencyResult, Runner
+from ._base import CodecStep, DeviceFacts, LatencyResult, Runner, p90_of
 from ._script import device_key
 from .local import LocalRunner
 from .pool import DeviceLock, DevicePool
@@ -40,6 +40,7 @@ __all__ = [
     "SSHRunner",
     "make_runner",
     "open_pool",
+    "p90_of",
 ]
 
 

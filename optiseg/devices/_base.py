@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -47,6 +48,12 @@ class DeviceFacts:
     def from_dict(cls, data: dict[str, Any]) -> "DeviceFacts":
         """Read what ``to_dict`` (or the device script) wrote; unknown keys are ignored."""
         return cls(**_known_fields(cls, data))
+
+
+def p90_of(measured: Mapping[str, Any]) -> float:
+    """The 90th percentile over runs of a measurement (``LatencyResult.to_dict``); its median where a cache written
+    before p90s were kept has none."""
+    return float(measured.get("p90_ms", measured["median_ms"]))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import p90_of
 from ..network import Network
 from ._base import ModeContext
 
@@ -50,7 +51,7 @@ def latency_figures(latency: dict[str, Any], model_file: Path, activation_mb: fl
     onnx_mb = round(model_file.stat().st_size / MB, 4)
     return {
         "latency_ms": median,
-        "latency_p90_ms": float(latency.get("p90_ms", median)),
+        "latency_p90_ms": p90_of(latency),
         "device_latency_ms": median,
         **NOTHING_REMOTE,
         "onnx_mb": onnx_mb,

@@ -31,6 +31,7 @@ import numpy as np
 
 from .._atomic import write_json_atomic
 from .._runners.tensor_codec import BITS, mask_nbytes
+from ..devices import p90_of
 from ..errors import UsageError
 from ..layout import NetworkFolder, PlanFolder
 from ..network import Network
@@ -102,7 +103,7 @@ class EarlyExitMode:
                 upsamples.append(context.measure(stage.upsample, folder / f"exit{stage.index}-latency.json",
                                                  f"{network.key}@exit-upsample{stage.index}"))
         latency = chain_latency([float(r["median_ms"]) for r in stages], [float(r["median_ms"]) for r in upsamples])
-        tail = chain_latency([_p90(r) for r in stages], [_p90(r) for r in upsamples])
+        tail = chain_latency([p90_of(r) for r in stages], [p90_of(r) for r in upsamples])
         # The optimistic bound before training: every image leaves at the fastest output (mostly the first exit; a
         # slow upsampling can make a later one faster).
         optimistic, optimistic_p90 = min(latency.cumulative_ms), min(tail.cumulative_ms)
@@ -329,7 +330,7 @@ class EarlyExitSplitMode(EarlyExitMode):
         link_ms = remote["upload_ms"] + remote["download_ms"]
         remote["ms"] = device_ms + remote["server_ms"] + link_ms
         stage_p90 = exits.get("stage_p90_ms") or exits["stage_ms"]
-        remote["p90_ms"] = sum(stage_p90[:-1]) + _p90(encode) + _p90(server) + link_ms
+        remote["p90_ms"] = sum(stage_p90[:-1]) + p90_of(encode) + p90_of(server) + link_ms
         onnx_mb = round(base.metrics["onnx_mb"] - last.path.stat().st_size / MB, 4)  # the last stage is the server's
         # The optimistic bound before training: every image takes the fastest path, an exit or the remote one (a fast
         # link and server can beat an exit's upsampling).
@@ -389,11 +390,6 @@ class EarlyExitSplitMode(EarlyExitMode):
             Artifact(Path(str(runners.joinpath(name))), name, text) for name, text in (
                 ("split_server.py", "runs the last stage on the server: `python3 split_server.py stageN.onnx`"),
                 ("tensor_codec.py", "the tensor format on the link (both sides import it)")))]
-
-
-def _p90(result: Mapping[str, Any]) -> float:
-    """A measurement's 90th percentile over runs (its median where an older cache kept none)."""
-    return float(result.get("p90_ms", result["median_ms"]))
 
 
 def write_crossing_graph(last_stage: Path, out: Path) -> Path:

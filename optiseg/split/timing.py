@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..devices import p90_of
+
 
 @dataclass(frozen=True)
 class SplitTiming:
@@ -30,8 +32,8 @@ class SplitTiming:
         """From the head's and the tail's latency measurements (``LatencyResult.to_dict``) and a LinkConfig."""
         frame = int(head["codec"]["frame_bytes"])
         return cls(
-            device_ms=float(head["median_ms"]), device_p90_ms=float(head.get("p90_ms", head["median_ms"])),
-            server_ms=float(tail["median_ms"]), server_p90_ms=float(tail.get("p90_ms", tail["median_ms"])),
+            device_ms=float(head["median_ms"]), device_p90_ms=p90_of(head),
+            server_ms=float(tail["median_ms"]), server_p90_ms=p90_of(tail),
             frame_bytes=frame, mask_bytes=int(mask_bytes),
             upload_ms=link.upload_ms(frame), download_ms=link.download_ms(mask_bytes),
         )
