@@ -36,7 +36,8 @@ import yaml
 
 from optiseg.cli._common import parse_knobs
 from optiseg.config import DataConfig, TrainingConfig
-from optiseg.data import DatasetCache, build_train_transform, epoch_batches, load_dataset, train_source_size
+from optiseg.data import IGNORE, DatasetCache, build_train_transform, epoch_batches, load_dataset, train_source_sizes
+from optiseg.data._cache import resize_image
 from optiseg.models import build_model, parse_resolution
 from optiseg.network import Network
 from optiseg.training import SegmentationLoss, train_network
@@ -90,21 +91,55 @@ class LossBefore(SegmentationLoss):
         return loss + self.dice_weight * soft_dice_loss(torch.sigmoid(logits)[:, None], truth[:, None], valid[:, None].float())
 
 
+class TransformBefore:
+    """The augmentation as the trainer ran it before the speed work (the same distribution): albumentations' crop,
+    flip and shift-scale-rotate on image and mask at the mask's size, the image then shrunk to the input size, the
+    photometric steps. For the ``before`` speed probe only."""
+
+    def __init__(self, resolution, augment, label_scale):
+        import albumentations as A
+        import cv2
+
+        self.resolution = resolution
+        height, width = resolution[0] * label_scale, resolution[1] * label_scale
+        crop = {"none": [], "random": [A.RandomCrop(height=height, width=width)],
+                "scale": [A.RandomResizedCrop(size=(height, width), scale=(augment.min_scale, 1.0),
+                                              ratio=(width / height * 0.8, width / height * 1.25), area_for_downscale="image")]}
+        self.geometric = A.Compose([*crop[augment.crop], A.HorizontalFlip(p=augment.hflip), A.Affine(
+            scale=(1 - augment.scale, 1 + augment.scale), translate_percent=(-augment.shift, augment.shift),
+            rotate=(-augment.rotate, augment.rotate), border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE,
+            p=augment.affine)])
+        self.photometric = build_train_transform(resolution, augment, label_scale)
+
+    def reseed(self, seed: int) -> None:
+        self.geometric.set_random_seed(seed)
+        self.photometric.reseed(seed)
+
+    def __call__(self, image, mask):
+        moved = self.geometric(image=image, mask=mask)
+        return self.photometric.photometric(resize_image(moved["image"], self.resolution)), moved["mask"]
+
+
 class SpeedProbe:
     """One training configuration's speed, one round at a time (so that several configurations alternate rounds):
     training images/s with loading (decode cache -> augment -> tensor -> step) and without (steps on batches
     prepared beforehand), and the loading pipeline alone."""
 
     def __init__(self, model_name, knobs, resolution, dataset, cache, training: TrainingConfig, images: int = 96,
-                 loss: type[SegmentationLoss] = SegmentationLoss):
+                 loss: type[SegmentationLoss] = SegmentationLoss, before: bool = False):
         torch.manual_seed(0)
         self.training, self.batches = training, max(2, images // training.batch_size)  # the same images at every batch size
         self.model = build_model(model_name, knobs, dataset.num_classes, 3).to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr, fused=training.fused_optimizer or None)
         self.loss_fn = loss(dataset.num_classes, training.dice_weight)
         label_scale = effective_label_scale(training.label_scale, resolution, cache.original_masks("val")[0].shape)
-        self.source = cache.resized("train", train_source_size(resolution, training.augment, label_scale))
-        self.transform = build_train_transform(resolution, training.augment, label_scale)
+        sizes = train_source_sizes(resolution, training.augment, label_scale)
+        if before:  # images cached at the mask's size, warped there and shrunk
+            self.source = cache.resized("train", sizes.mask)
+            self.transform = TransformBefore(resolution, training.augment, label_scale)
+        else:
+            self.source = cache.resized("train", *sizes)
+            self.transform = build_train_transform(resolution, training.augment, label_scale)
         self.times: dict[str, list[float]] = {"with": [], "without": [], "pipeline": []}
         self.model.train()
 
@@ -182,7 +217,7 @@ def main() -> int:
                                       reporter=EpochPrinter(), export_onnx=True)
     probes = [SpeedProbe(args.model, knobs, resolution, dataset, cache, settings) for settings in contenders.values()]
     before = training.model_copy(update={"fused_optimizer": False})  # the step as it was: no training of its own
-    probes.append(SpeedProbe(args.model, knobs, resolution, dataset, cache, before, loss=LossBefore))
+    probes.append(SpeedProbe(args.model, knobs, resolution, dataset, cache, before, loss=LossBefore, before=True))
     speeds = dict(zip([*contenders, "before"], alternating_speeds(probes, rounds=5)))
     reports = {name: _report(args, contenders[name], results[name].metrics, speeds[name], check_seconds, run_dir / name)
                for name in contenders}
@@ -219,7 +254,7 @@ def main() -> int:
 def _print_before(reports: dict[str, Any], width: int) -> None:
     before = reports["before"]
     print(f"{'before the speed work':<{width}}  {before['images_per_second_with_loading']:.1f} images/s with loading, "
-          f"{before['images_per_second_without_loading']:.1f} without (same settings as today, Adam's loop, the gathering loss)")
+          f"{before['images_per_second_without_loading']:.1f} without (same settings as today, Adam's loop, the gathering loss, augmentation at the mask's size)")
     for name, ratio in reports["speed_up_over_before"].items():
         print(f"{name + ' over before':<{width}}  {ratio['with']:.3f}x with loading, {ratio['without']:.3f}x without")
 

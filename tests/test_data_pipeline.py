@@ -18,7 +18,7 @@ from optiseg.data import (
     load_dataset,
     read_image,
     read_mask,
-    train_source_size,
+    train_source_sizes,
 )
 from optiseg.errors import UsageError
 
@@ -56,7 +56,7 @@ def test_cache_within_budget_evicts_and_decodes_lazily_when_too_big(three_class)
 
 def test_augmentation_is_seeded_and_keeps_masks_valid(three_class):
     augment = AugmentConfig(crop="scale", rotate=30, affine=1.0)
-    source = DatasetCache(three_class).resized("train", train_source_size((64, 64), augment))
+    source = DatasetCache(three_class).resized("train", *train_source_sizes((64, 64), augment))
     assert source.size == (80, 80)
 
     def epoch(seed):
@@ -75,12 +75,45 @@ def test_augmentation_is_seeded_and_keeps_masks_valid(three_class):
 
 def test_label_scale_keeps_finer_masks_for_the_loss(three_class):
     augment = AugmentConfig(crop="random", crop_margin=1.25)
-    assert train_source_size((32, 48), augment, label_scale=2) == (80, 120)
-    source = DatasetCache(three_class).resized("train", train_source_size((32, 48), augment, 2))
+    assert train_source_sizes((32, 48), augment, label_scale=2) == ((40, 60), (80, 120))
+    source = DatasetCache(three_class).resized("train", *train_source_sizes((32, 48), augment, 2))
+    assert source[0][0].shape == (40, 60, 3) and source[0][1].shape == (80, 120)
     transform = build_train_transform((32, 48), augment, label_scale=2)
     transform.reseed(0)
     images, masks = next(epoch_batches(source, transform, 2, np.random.default_rng(0)))
     assert images.shape == (2, 32, 48, 3) and masks.shape == (2, 64, 96)
+
+
+@pytest.mark.parametrize("crop", ["none", "random", "scale"])
+def test_image_and_mask_move_together_at_their_two_scales(crop):
+    """Every geometric step moves the image (input size) and the mask (label_scale x) alike: an image painted with
+    its mask's classes reads back the class of the mask's 2x2 block under each of its pixels."""
+    colours = np.array([0, 120, 240], np.uint8)
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 3, size=(5, 6))  # big blocks, so bilinear blending only touches their borders
+    augment = AugmentConfig(crop=crop, affine=0.5, rotate=25, hflip=0.5, rgb_shift=0, brightness=0, contrast=0)
+    image_size, mask_size = train_source_sizes((40, 48), augment, label_scale=2)
+    classes = np.kron(cells, np.ones((image_size[0] // 5 + 1, image_size[1] // 6 + 1), np.uint8))[: image_size[0], : image_size[1]]
+    mask = np.kron(classes, np.ones((2, 2), np.uint8))
+    assert mask.shape == mask_size
+    image = np.repeat(colours[classes][..., None], 3, axis=2)
+    transform = build_train_transform((40, 48), augment, label_scale=2)
+    checked = 0
+    for seed in range(12):
+        transform.reseed(seed)
+        moved_image, moved_mask = transform(image, mask)
+        assert moved_image.shape == (40, 48, 3) and moved_mask.shape == (80, 96)
+        blocks = moved_mask.reshape(40, 2, 48, 2).transpose(0, 2, 1, 3).reshape(40, 48, 4)
+        uniform = (blocks == blocks[..., :1]).all(axis=-1) & (blocks[..., 0] != IGNORE)
+        interior = uniform.copy()  # away from class borders (8 neighbours), where interpolation blends colours
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            interior[1:-1, 1:-1] &= np.roll(uniform, (dy, dx), axis=(0, 1))[1:-1, 1:-1]
+            interior[1:-1, 1:-1] &= np.roll(blocks[..., 0], (dy, dx), axis=(0, 1))[1:-1, 1:-1] == blocks[1:-1, 1:-1, 0]
+        interior[[0, -1]], interior[:, [0, -1]] = False, False
+        expected = colours[np.where(interior, blocks[..., 0], 0)].astype(int)
+        assert np.abs(moved_image[..., 0].astype(int) - expected)[interior].max() <= 8
+        checked += int(interior.sum())
+    assert checked > 12 * 40 * 48 * 0.3
 
 
 def test_batches_keep_the_incomplete_batch_when_asked(three_class):

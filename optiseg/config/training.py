@@ -19,7 +19,8 @@ from ._base import Section
 
 
 class AugmentConfig(Section):
-    """Training augmentation (albumentations); validation and test images are only resized."""
+    """Training augmentation (geometric steps at two scales, photometric ones by albumentations); validation and test
+    images are only resized."""
 
     crop: Literal["none", "random", "scale"] = Field(
         "none",

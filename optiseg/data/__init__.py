@@ -6,7 +6,7 @@
 >>> train = cache.resized("train", (192, 192))  # uint8 images and masks, decoded once
 """
 
-from ._augment import SeededTransform, build_train_transform, epoch_batches, train_source_size
+from ._augment import SeededTransform, SourceSizes, build_train_transform, epoch_batches, train_source_sizes
 from ._cache import CacheStats, DatasetCache, OriginalMasks, ResizedSplit, resize_image, resize_mask
 from ._dataset import Dataset, load_dataset, prepare_synthetic
 from ._io import IMAGE_SUFFIXES, UnreadableFile, read_image, read_mask
@@ -30,6 +30,7 @@ __all__ = [
     "ResizedSplit",
     "Sample",
     "SeededTransform",
+    "SourceSizes",
     "UnreadableFile",
     "build_train_transform",
     "check_dataset",
@@ -44,5 +45,5 @@ __all__ = [
     "resize_image",
     "resize_mask",
     "split_samples",
-    "train_source_size",
+    "train_source_sizes",
 ]

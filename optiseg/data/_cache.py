@@ -104,24 +104,25 @@ class DatasetCache:
         self._hits = 0
         self._misses = 0
 
-    def resized(self, split: str, size: tuple[int, int]) -> ResizedSplit:
-        """Images and masks of ``split`` resized to ``size`` = (height, width)."""
+    def resized(self, split: str, size: tuple[int, int], mask_size: tuple[int, int] | None = None) -> ResizedSplit:
+        """Images of ``split`` resized to ``size`` = (height, width), their masks to ``mask_size`` (default: ``size``)."""
         samples = self.dataset.split(split)
         size = (int(size[0]), int(size[1]))
+        mask_size = size if mask_size is None else (int(mask_size[0]), int(mask_size[1]))
 
         def load(index: int) -> tuple[np.ndarray, np.ndarray]:
             sample = samples[index]
-            return resize_image(self.dataset.read_image(sample), size), resize_mask(self.dataset.read_mask(sample), size)
+            return resize_image(self.dataset.read_image(sample), size), resize_mask(self.dataset.read_mask(sample), mask_size)
 
         def build() -> ResizedSplit:
             images = np.empty((len(samples), *size, 3), np.uint8)
-            masks = np.empty((len(samples), *size), np.uint8)
+            masks = np.empty((len(samples), *mask_size), np.uint8)
             for index, (image, mask) in enumerate(self._map(load, len(samples))):
                 images[index], masks[index] = image, mask
             return ResizedSplit(size, load, len(samples), (images, masks))
 
-        nbytes = len(samples) * size[0] * size[1] * 4
-        return self._get(("resized", split, size), nbytes, build, lambda: ResizedSplit(size, load, len(samples)))
+        nbytes = len(samples) * (size[0] * size[1] * 3 + mask_size[0] * mask_size[1])
+        return self._get(("resized", split, size, mask_size), nbytes, build, lambda: ResizedSplit(size, load, len(samples)))
 
     def original_masks(self, split: str) -> OriginalMasks:
         """The masks of ``split`` at their stored size, decoded to class indices."""

@@ -34,7 +34,7 @@ import torch
 from .._atomic import write_json_atomic
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import TrainingConfig
-from ..data import Dataset, DatasetCache, build_train_transform, epoch_batches, train_source_size
+from ..data import Dataset, DatasetCache, build_train_transform, epoch_batches, train_source_sizes
 from ..errors import OptisegError, UsageError
 from ..models import INPUT, OUTPUT, format_resolution, output_names, run_stages
 from ..network import Network
@@ -213,7 +213,7 @@ class _Run:
         val_images = self.cache.resized("val", self.resolution)
         val_masks = self.cache.original_masks("val")
         label_scale = effective_label_scale(training.label_scale, self.resolution, val_masks[0].shape[:2])
-        source = self.cache.resized("train", train_source_size(self.resolution, training.augment, label_scale))
+        source = self.cache.resized("train", *train_source_sizes(self.resolution, training.augment, label_scale))
         batches = len(source) // training.batch_size
         transform = build_train_transform(self.resolution, training.augment, label_scale)
         if self.device.type == "cuda":
