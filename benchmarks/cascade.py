@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from optiseg.cascade import CascadeMember, CascadeSettings, best_within, build_cascade
+from optiseg.cascade import CascadeMember, CascadeSettings, best_within, build_cascade, cascade_runners
 from optiseg.cli._common import parse_knobs
 from optiseg.config import DataConfig, DeviceConfig, LinkConfig, TrainingConfig
 from optiseg.data import DatasetCache, load_dataset
-from optiseg.devices import make_runner
 from optiseg.network import Network
 from optiseg.training import train_network
 
@@ -89,10 +88,9 @@ def main() -> int:
     measure = {"kind": "local", "measure": {"threads": args.threads}}
     folder = work / "cascades" / f"{members['small'].network.key}+{members['large'].network.key}-{args.router}-{args.target}"
     started = time.perf_counter()
-    with make_runner(DeviceConfig.model_validate(measure)) as runner:
-        result = build_cascade(members["small"], members["large"], cache=cache, device_runner=runner, server_runner=runner,
-                               link=link, folder=folder, settings=settings,
-                               stage=lambda text: print(text, file=sys.stderr, flush=True))
+    local = DeviceConfig.model_validate(measure)
+    result = build_cascade(members["small"], members["large"], cache=cache, runners=lambda: cascade_runners(local, local),
+                           link=link, folder=folder, settings=settings, stage=lambda text: print(text, file=sys.stderr, flush=True))
     report = summarize(result, max_loss=args.max_loss)
     report.update(train_s=train_s, cascade_s=round(time.perf_counter() - started, 1), data=str(data.root),
                   threads=args.threads, link=link.describe(), folder=str(folder))

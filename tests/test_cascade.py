@@ -375,10 +375,9 @@ def _study_pair(study_folder: Path):
 def test_two_workers_building_one_cascade_store_its_plans_once(multiclass_study, tmp_path, monkeypatch):
     """Workers that finish a study at once: one builds the cascade and stores its points, the other waits and finds them."""
     from optiseg import records
-    from optiseg.cascade import add_cascade_trials, build_cascade, study_member
+    from optiseg.cascade import add_cascade_trials, build_cascade, cascade_runners, study_member
     from optiseg.config import load_config
     from optiseg.data import DatasetCache, load_dataset
-    from optiseg.devices import make_runner
     from optiseg.modes import get_mode
     from optiseg.plans import Evaluation
 
@@ -403,10 +402,9 @@ def test_two_workers_building_one_cascade_store_its_plans_once(multiclass_study,
 
     def worker(index: int) -> None:
         try:
-            with make_runner(config.device) as device, make_runner(config.server) as server:
-                result = build_cascade(study_member(multiclass_study, small), study_member(multiclass_study, large), cache=cache,
-                                       device_runner=device, server_runner=server, link=config.link, folder=folder,
-                                       stage=stages[index].append)
+            result = build_cascade(study_member(multiclass_study, small), study_member(multiclass_study, large), cache=cache,
+                                   runners=lambda: cascade_runners(config.device, config.server), link=config.link,
+                                   folder=folder, stage=stages[index].append)
             mode = get_mode("cascade")
             plans = [(mode.pair_plan(small.network, large.network, p.threshold), Evaluation(metrics=p.metrics()), {})
                      for p in result.points]
@@ -430,6 +428,58 @@ def test_two_workers_building_one_cascade_store_its_plans_once(multiclass_study,
 
 
 @pytest.mark.slow
+def test_a_build_waiting_for_another_holds_no_runner(multiclass_study, tmp_path):
+    """A worker that finds another building the cascade waits without a runner (a device pool's machine stays free
+    for the study's other workers), then takes its runners and reuses what the other made."""
+    from contextlib import contextmanager
+
+    from optiseg.cascade import build_cascade, cascade_lock, cascade_runners, study_member
+    from optiseg.config import load_config
+    from optiseg.data import DatasetCache, load_dataset
+
+    _, small, large, built = _study_pair(multiclass_study)
+    folder = tmp_path / "cascade"
+    shutil.copytree(built, folder, ignore=shutil.ignore_patterns("curve.json", "curves", ".lock"))
+    config = load_config(multiclass_study.parent.parent / "belt3.yaml").config
+    cache = DatasetCache(load_dataset(config.data))
+    held, opened, waiting_with = [0], [0], []
+
+    @contextmanager
+    def counted_runners():
+        with cascade_runners(config.device, config.server) as pair:
+            held[0] += 1
+            opened[0] += 1
+            try:
+                yield pair
+            finally:
+                held[0] -= 1
+
+    def stage(text: str) -> None:
+        if "waiting for it" in text:
+            waiting_with.append(held[0])
+            released.set()
+
+    released, outcome = threading.Event(), {}
+
+    def worker() -> None:
+        try:
+            outcome["result"] = build_cascade(study_member(multiclass_study, small), study_member(multiclass_study, large),
+                                              cache=cache, runners=counted_runners, link=config.link, folder=folder, stage=stage)
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            outcome["error"] = exc
+            released.set()
+
+    with cascade_lock(folder):  # another worker is building
+        thread = threading.Thread(target=worker)
+        thread.start()
+        assert released.wait(timeout=120)
+    thread.join(timeout=300)
+    assert "error" not in outcome, outcome.get("error")
+    assert waiting_with == [0]  # no runner held while it waited
+    assert opened[0] == 2 and held[0] == 0  # one look before the lock, one build under it; both closed
+    assert outcome["result"].points and (folder / "curve.json").exists()
+
+
 def test_a_moved_study_folder_still_finds_its_cascade(multiclass_study, tmp_path):
     """The cascade's files keep their paths relative to its folder; files of the older format (absolute paths) still read."""
     from optiseg.cascade import find_cascade_result, read_cascade_result

@@ -1,10 +1,10 @@
 """Cascades: a small network on the device, a large one on a server, and a router that sends only the hard images.
 
->>> from optiseg.cascade import CascadeMember, CascadeSettings, build_cascade, write_cascade_deployment
+>>> from optiseg.cascade import CascadeMember, build_cascade, cascade_runners, write_cascade_deployment
 >>> small = CascadeMember.from_run_folder("runs/train/small")     # or CascadeMember(network, onnx, checkpoint)
 >>> large = CascadeMember.from_run_folder("runs/train/large")
->>> result = build_cascade(small, large, cache=cache, device_runner=device, server_runner=server, link=link,
-...                        folder="runs/cascade/small+large")
+>>> result = build_cascade(small, large, cache=cache, runners=lambda: cascade_runners(device_config, server_config),
+...                        link=link, folder="runs/cascade/small+large")
 >>> [(p.threshold, p.share_sent, p.iou, p.latency_ms) for p in result.points]
 >>> write_cascade_deployment(result, "deploy/", threshold=result.points[5].threshold)
 

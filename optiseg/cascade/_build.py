@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -310,32 +311,35 @@ def _located(stored: str, folder: Path | None, written_in: Path | None, base: Pa
     return moved if moved.exists() else path
 
 
-def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_runner, server_runner, link,
-                  folder: str | Path, settings: CascadeSettings = CascadeSettings(),
+def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, runners: Callable[[], ContextManager[tuple]],
+                  link, folder: str | Path, settings: CascadeSettings = CascadeSettings(),
                   stage: Callable[[str], None] = lambda text: None, owner: bool = True) -> CascadeResult:
     """Build (or read back) the cascade of ``small`` on the device and ``large`` on the server.
 
-    ``cache`` is the data set's :class:`~optiseg.data.DatasetCache`; ``device_runner`` times the
-    small network with its router, ``server_runner`` the large network (any
-    :class:`~optiseg.devices.Runner`); ``link`` (:class:`~optiseg.config.LinkConfig`) gives the
-    transfer times. ``stage`` is told what is being done. See the module docstring for the files.
+    ``cache`` is the data set's :class:`~optiseg.data.DatasetCache`; ``runners()`` opens the device's runner, which
+    times the small network with its router, and the server's, which times the large network (any
+    :class:`~optiseg.devices.Runner`; e.g. ``lambda: cascade_runners(device_config, server_config)``); ``link``
+    (:class:`~optiseg.config.LinkConfig`) gives the transfer times. ``stage`` is told what is being done. See the
+    module docstring for the files.
 
     ``owner``: the curve is the folder's own (``curve.json``; see the module docstring), else it is kept in
     ``curves/``. One process builds in ``folder`` at a time (:func:`~optiseg.cascade.cascade_lock`); one that finds
-    another building there waits for it, then reuses what it made. A curve built already is read without the lock
-    (a read-only folder serves it).
+    another building there waits for it, then reuses what it made, holding no runner while it waits (a device
+    pool's machines stay free for the study's other workers). A curve built already is read without the lock (a
+    read-only folder serves it).
     """
     folder = Path(folder)
     _check_members(small, large, cache.dataset)
     identity = _identity(small, large, cache.dataset, settings)
-    curve_key = {**settings.curve_identity(), "device": device_runner.device_key, "server": server_runner.device_key,
-                 "link": link.model_dump(mode="json")}
-    if _read_json(folder / "identity.json") == json.loads(json.dumps(identity)):
-        done = read_cascade_result(curve_path(folder, curve_key, owner), curve_key)
+    built = _read_json(folder / "identity.json") == json.loads(json.dumps(identity))
+    with runners() as (device_runner, server_runner):
+        curve_key = _curve_key(settings, device_runner, server_runner, link)
+        done = read_cascade_result(curve_path(folder, curve_key, owner), curve_key) if built else None
         if done is not None:
             return done
-    with cascade_lock(folder, waiting=stage):
+    with cascade_lock(folder, waiting=stage), runners() as (device_runner, server_runner):
         _claim(folder, identity)
+        curve_key = _curve_key(settings, device_runner, server_runner, link)  # a pool may lend another machine now
         path = curve_path(folder, curve_key, owner)
         done = read_cascade_result(path, curve_key)
         if done is not None:
@@ -343,6 +347,11 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, device_r
         result = _build(small, large, cache, device_runner, server_runner, link, folder, settings, stage)
         write_json_atomic(path, {"key": curve_key, "result": result.as_dict(relative=True)})
         return replace(result, curve_file=path)
+
+
+def _curve_key(settings: CascadeSettings, device_runner, server_runner, link) -> dict[str, Any]:
+    return {**settings.curve_identity(), "device": device_runner.device_key, "server": server_runner.device_key,
+            "link": link.model_dump(mode="json")}
 
 
 def _build(small: CascadeMember, large: CascadeMember, cache, device_runner, server_runner, link, folder: Path,

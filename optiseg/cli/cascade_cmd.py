@@ -113,10 +113,10 @@ def run_cascade(args: argparse.Namespace) -> int:
     console = stderr_console()
     dataset = load_dataset(source["data"])
     cache = DatasetCache(dataset, budget_mb=source["data"].cache_mb)
-    with cascade_runners(device_config, server_config or DeviceConfig()) as (device, server):
-        result = build_cascade(source["small"], source["large"], cache=cache, device_runner=device, server_runner=server,
-                               link=link, folder=folder, settings=settings, owner=_owns_curve(args, config, folder, source["folder"]),
-                               stage=lambda text: console.print(f"[dim]{text}[/]", highlight=False))
+    result = build_cascade(source["small"], source["large"], cache=cache,
+                           runners=lambda: cascade_runners(device_config, server_config or DeviceConfig()), link=link,
+                           folder=folder, settings=settings, owner=_owns_curve(args, config, folder, source["folder"]),
+                           stage=lambda text: console.print(f"[dim]{text}[/]", highlight=False))
     written = write_cascade_deployment(result, args.deploy, threshold=args.threshold) if args.deploy else []
     if args.json:
         print_json({**result.as_dict(), "study": source.get("study"), "small_trial": source.get("small_trial"),

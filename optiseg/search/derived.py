@@ -34,10 +34,9 @@ def add_cascade_plans(study, env, *, small: int | None = None, large: int | None
     mode = get_mode("cascade")
     folder = layout.folder / "cascades" / f"{small_record.network.key}+{large_record.network.key}"
     progress.log(f"cascade: trial {small_record.number} on the device, trial {large_record.number} on the server, in {folder}")
-    with cascade_runners(config.device, config.server) as (device, server):
-        result = build_cascade(study_member(layout.folder, small_record), study_member(layout.folder, large_record),
-                               cache=env.cache, device_runner=device, server_runner=server, link=config.link, folder=folder,
-                               settings=CascadeSettings(training=config.training), stage=progress.log)
+    result = build_cascade(study_member(layout.folder, small_record), study_member(layout.folder, large_record),
+                           cache=env.cache, runners=lambda: cascade_runners(config.device, config.server), link=config.link,
+                           folder=folder, settings=CascadeSettings(training=config.training), stage=progress.log)
     relative = layout.relative(folder)
     evaluations = [cascade_evaluation(point, result, small_record.number, large_record.number, folder=relative)
                    for point in result.points]
