@@ -33,11 +33,13 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``mask`` resized to ``size`` = (height, width) with nearest neighbour (class indices never blend)."""
+    """``mask`` resized to ``size`` = (height, width) with nearest neighbour (class indices never blend): each new pixel
+    takes the source pixel under its centre, so the mask sits where :func:`resize_image` puts the image (OpenCV's
+    plain nearest neighbour would shift it by up to half a new pixel up and left)."""
     height, width = size
     if mask.shape[:2] == (height, width):
         return mask
-    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 class ResizedSplit(Sequence):
