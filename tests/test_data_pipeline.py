@@ -18,6 +18,7 @@ from optiseg.data import (
     load_dataset,
     read_image,
     read_mask,
+    resize_mask,
     train_source_sizes,
 )
 from optiseg.errors import UsageError
@@ -41,6 +42,18 @@ def test_cache_resizes_once_and_keeps_class_indices(three_class):
     originals = cache.original_masks("val")
     assert originals[0].shape == (64, 96)  # the stored size: width 96, height 64
     assert np.array_equal(originals[0], three_class.read_mask(three_class.val[0]))
+
+
+@pytest.mark.parametrize("source, size", [((540, 240), (384, 96)), ((216, 250), (192, 96)), ((96, 64), (160, 128))])
+def test_a_resized_mask_sits_where_the_resized_image_does(source, size):
+    """Each pixel of a resized mask is the source pixel under its centre (the centre the image's area averaging
+    uses), in both directions, shrinking and enlarging: no shift of the labels against the image."""
+    for axis in (0, 1):
+        index = np.broadcast_to(np.arange(source[axis], dtype=np.uint16).reshape((-1, 1) if axis == 0 else (1, -1)), source)
+        resized = resize_mask(index.astype(np.uint16), size).astype(float)
+        centres = (np.arange(size[axis]) + 0.5) * source[axis] / size[axis] - 0.5
+        along = resized[:, 0] if axis == 0 else resized[0]
+        assert np.abs(along - centres).max() <= 0.5 + 1e-6 and abs((along - centres).mean()) < 0.1
 
 
 def test_cache_within_budget_evicts_and_decodes_lazily_when_too_big(three_class):
@@ -84,36 +97,45 @@ def test_label_scale_keeps_finer_masks_for_the_loss(three_class):
     assert images.shape == (2, 32, 48, 3) and masks.shape == (2, 64, 96)
 
 
+@pytest.mark.parametrize("label_scale", [1, 2, 3])
 @pytest.mark.parametrize("crop", ["none", "random", "scale"])
-def test_image_and_mask_move_together_at_their_two_scales(crop):
-    """Every geometric step moves the image (input size) and the mask (label_scale x) alike: an image painted with
-    its mask's classes reads back the class of the mask's 2x2 block under each of its pixels."""
-    colours = np.array([0, 120, 240], np.uint8)
-    rng = np.random.default_rng(0)
-    cells = rng.integers(0, 3, size=(5, 6))  # big blocks, so bilinear blending only touches their borders
+def test_each_image_pixel_lands_on_its_mask_block(crop, label_scale):
+    """Every geometric step moves the image (input size) and the mask (label_scale x) alike, to a fraction of a pixel:
+    an image whose pixels hold their own centre (in mask pixels) and masks holding each pixel's column and row come
+    out with every image pixel holding the mean centre of the label_scale x label_scale mask block under it."""
+    scale, resolution = label_scale, (21, 33)
     augment = AugmentConfig(crop=crop, affine=0.5, rotate=25, hflip=0.5, rgb_shift=0, brightness=0, contrast=0)
-    image_size, mask_size = train_source_sizes((40, 48), augment, label_scale=2)
-    classes = np.kron(cells, np.ones((image_size[0] // 5 + 1, image_size[1] // 6 + 1), np.uint8))[: image_size[0], : image_size[1]]
-    mask = np.kron(classes, np.ones((2, 2), np.uint8))
-    assert mask.shape == mask_size
-    image = np.repeat(colours[classes][..., None], 3, axis=2)
-    transform = build_train_transform((40, 48), augment, label_scale=2)
-    checked = 0
-    for seed in range(12):
+    (image_h, image_w), (mask_h, mask_w) = train_source_sizes(resolution, augment, scale)
+    assert (mask_h, mask_w) == (image_h * scale, image_w * scale) and mask_w < IGNORE
+    ys, xs = np.mgrid[0:image_h, 0:image_w].astype(np.float32)
+    image = np.stack([(xs + 0.5) * scale, (ys + 0.5) * scale, np.zeros_like(xs)], axis=-1)
+    columns = np.broadcast_to(np.arange(mask_w, dtype=np.uint8), (mask_h, mask_w)).copy()
+    rows = np.broadcast_to(np.arange(mask_h, dtype=np.uint8)[:, None], (mask_h, mask_w)).copy()
+    transform = build_train_transform(resolution, augment, label_scale=scale)
+    flipped = rotated = 0
+    errors = ([], [])
+    for seed in range(16):
         transform.reseed(seed)
-        moved_image, moved_mask = transform(image, mask)
-        assert moved_image.shape == (40, 48, 3) and moved_mask.shape == (80, 96)
-        blocks = moved_mask.reshape(40, 2, 48, 2).transpose(0, 2, 1, 3).reshape(40, 48, 4)
-        uniform = (blocks == blocks[..., :1]).all(axis=-1) & (blocks[..., 0] != IGNORE)
-        interior = uniform.copy()  # away from class borders (8 neighbours), where interpolation blends colours
-        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            interior[1:-1, 1:-1] &= np.roll(uniform, (dy, dx), axis=(0, 1))[1:-1, 1:-1]
-            interior[1:-1, 1:-1] &= np.roll(blocks[..., 0], (dy, dx), axis=(0, 1))[1:-1, 1:-1] == blocks[1:-1, 1:-1, 0]
-        interior[[0, -1]], interior[:, [0, -1]] = False, False
-        expected = colours[np.where(interior, blocks[..., 0], 0)].astype(int)
-        assert np.abs(moved_image[..., 0].astype(int) - expected)[interior].max() <= 8
-        checked += int(interior.sum())
-    assert checked > 12 * 40 * 48 * 0.3
+        moved, moved_columns = transform(image, columns)
+        transform.reseed(seed)
+        _, moved_rows = transform(image, rows)
+        assert moved.shape == (*resolution, 3) and moved_columns.shape == (resolution[0] * scale, resolution[1] * scale)
+        blocks = [m.reshape(resolution[0], scale, resolution[1], scale).transpose(0, 2, 1, 3).reshape(*resolution, -1)
+                  for m in (moved_columns, moved_rows)]
+        inside = np.pad((blocks[0] != IGNORE).all(axis=-1) & (blocks[1] != IGNORE).all(axis=-1), 1)
+        valid = np.ones(resolution, bool)  # away from the source's edge, where the image blends in its border
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                valid &= inside[dy : dy + resolution[0], dx : dx + resolution[1]]
+        assert valid.mean() > 0.3
+        for channel, block in enumerate(blocks):  # nearest neighbour rounds each mask pixel by up to half a pixel
+            error = (moved[..., channel] - (block.mean(axis=-1) + 0.5))[valid]
+            assert np.abs(error).max() < 0.56, (seed, channel, np.abs(error).max())
+            errors[channel].append(error)
+        flipped += bool(moved[valid.any(axis=1)][:, :, 0].mean(axis=0)[0] > moved[valid.any(axis=1)][:, :, 0].mean(axis=0)[-1])
+        rotated += any(np.ptp(moved[r, valid[r], 1]) > 0.5 for r in range(resolution[0]) if valid[r].sum() > 1)
+    assert all(abs(np.concatenate(e).mean()) < 0.05 for e in errors)  # no shift hides in the rounding
+    assert flipped and rotated  # the seeds exercised both a flip and a rotation
 
 
 def test_batches_keep_the_incomplete_batch_when_asked(three_class):

@@ -4,13 +4,15 @@ The thesis's augmentations: a random crop (or a random-size crop resized to
 the input), horizontal flip, shift-scale-rotate, RGB shift and
 brightness/contrast. The geometric steps are composed into one affine map
 and applied at two scales: the mask at ``label_scale`` x the input size
-(nearest neighbour, so class indices never blend; pixels a rotation or
-shift uncovers are marked ignored) and the image directly at the input size
-(bilinear), from a source cached at that scale. Warping the image once at
-the small size costs a quarter of warping it at the mask's size and
-shrinking it. The photometric steps (albumentations) follow on the image.
-Normalization is done on the whole batch as a tensor, by the trainer, with
-:func:`optiseg.preprocessing.input_spec`.
+(nearest neighbour, so class indices never blend; pixels from outside the
+cached source are marked ignored) and the image directly at the input size
+(bilinear), from a source cached at that scale (x ``crop_margin`` for
+crops). With a crop, a rotation or shift brings in the margin's real pixels
+where a warp of the crop alone would leave a border. Warping the image once
+at the small size costs 1/``label_scale``^2 of warping it at the mask's size
+and shrinking it. The photometric steps (albumentations) follow on the
+image. Normalization is done on the whole batch as a tensor, by the
+trainer, with :func:`optiseg.preprocessing.input_spec`.
 """
 
 from __future__ import annotations
@@ -186,7 +188,8 @@ def epoch_batches(
     *,
     drop_last: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled batches of one epoch: uint8 images (B, H, W, 3) and masks (B, H, W).
+    """Shuffled batches of one epoch: uint8 images (B, H, W, 3) and masks (B, h, w) (the masks at ``label_scale`` x
+    the images' size when ``transform`` is the training augmentation).
 
     The incomplete last batch is dropped when ``drop_last`` (BatchNorm cannot
     train on a batch of one).
