@@ -263,6 +263,12 @@ def test_a_higher_tier_warm_starts_from_a_lower_one(cli, tmp_path, data_root):
     for trial in imported:  # figures copied, artifacts present, nothing retrained
         log = (StudyLayout(tmp_path / "runs" / "tier2").network_at(read_record(trial).artifacts).train / "train.log").read_text()
         assert log.count("training fastscnn") == 1
+        network = read_record(trial).plan.network  # its params (what the sampler learns from) describe its own network
+        assert records.params_of(trial) == {"resolution": network.resolution[0], "a": network.knob_dict["a"],
+                                             "t": network.knob_dict["t"]}
+    baseline = [t for t in study.trials if records.is_baseline(t)]
+    assert len(baseline) == 1 and not records.is_imported(baseline[0])  # the new study's own baseline ran as itself
+    assert not [t for t in study.trials if t.state.name == "WAITING"]  # and no import is left in the queue
     changed = make_config(
         tmp_path, data_root, "tier3", effort="intermediate", training={"epochs": 1, "batch_size": 4},
         warm_start=str(tmp_path / "runs" / "tier1"),

@@ -121,6 +121,17 @@ class SearchSpace:
                 params[name] = trial.suggest_categorical(name, list(self.choices[name]))
         return self.plan(params, num_classes)
 
+    def as_asked(self, params: Mapping[str, KnobValue]) -> tuple[dict[str, KnobValue], dict[str, Any]]:
+        """``params`` (a value of every open knob) as :meth:`suggest` would have asked them (the network knobs, the
+        mode, that mode's knobs) and their distributions: what a trial made elsewhere is stored with."""
+        from optuna.distributions import CategoricalDistribution
+
+        family = str(params.get("mode", self.baseline.get("mode", self.modes[0])))
+        names = [*self.network_knobs, *(["mode"] if "mode" in self.choices else []),
+                 *(name for name in family_knobs(family) if name in self.choices)]
+        return ({name: params[name] for name in names},
+                {name: CategoricalDistribution(list(self.choices[name])) for name in names})
+
     def deployment_params(self, network: Network) -> list[dict[str, KnobValue]]:
         """The deployment part of the params of every plan of ``network``, family by family (its own cuts only)."""
         from ..modes import modes_of_family

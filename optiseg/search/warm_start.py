@@ -77,18 +77,18 @@ def import_trials(study: optuna.Study, space: SearchSpace, layout: StudyLayout, 
         target_folder = layout.candidate(record.candidate)
         if source_folder is not None and source_folder.is_dir() and not target_folder.exists():
             shutil.copytree(source_folder, target_folder)
-        study.enqueue_trial(params, skip_if_exists=False)
-        trial = study.ask()
+        asked, distributions = space.as_asked(params)
+        complete = old.state == TrialState.COMPLETE
+        trial = optuna.trial.create_trial(state=TrialState.COMPLETE if complete else TrialState.PRUNED,
+                                          values=list(old.values) if complete else None,
+                                          params=asked, distributions=distributions)
         records.write_attrs(trial, records.upgrade_to_current(old))
         writer = records.TrialWriter(trial)
         writer.artifacts(layout.relative(target_folder))
         writer.imported_from(f"{handle.name}#{old.number}")
         for name, value in records.constraints_of(old).items():
             writer.constraint(name, value)
-        if old.state == TrialState.COMPLETE:
-            study.tell(trial, list(old.values))
-        else:
-            study.tell(trial, state=TrialState.PRUNED)
+        study.add_trial(trial)  # stored as it is: the queue (the new study's baseline first) is left alone
         imported += 1
     return imported
 
