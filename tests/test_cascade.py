@@ -480,6 +480,7 @@ def test_a_build_waiting_for_another_holds_no_runner(multiclass_study, tmp_path)
     assert outcome["result"].points and (folder / "curve.json").exists()
 
 
+@pytest.mark.slow
 def test_a_moved_study_folder_still_finds_its_cascade(multiclass_study, tmp_path):
     """The cascade's files keep their paths relative to its folder; files of the older format (absolute paths) still read."""
     from optiseg.cascade import find_cascade_result, read_cascade_result

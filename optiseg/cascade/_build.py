@@ -331,10 +331,10 @@ def build_cascade(small: CascadeMember, large: CascadeMember, *, cache, runners:
     folder = Path(folder)
     _check_members(small, large, cache.dataset)
     identity = _identity(small, large, cache.dataset, settings)
-    built = _read_json(folder / "identity.json") == json.loads(json.dumps(identity))
-    with runners() as (device_runner, server_runner):
-        curve_key = _curve_key(settings, device_runner, server_runner, link)
-        done = read_cascade_result(curve_path(folder, curve_key, owner), curve_key) if built else None
+    if _read_json(folder / "identity.json") == json.loads(json.dumps(identity)):
+        with runners() as (device_runner, server_runner):
+            curve_key = _curve_key(settings, device_runner, server_runner, link)
+            done = read_cascade_result(curve_path(folder, curve_key, owner), curve_key)
         if done is not None:
             return done
     with cascade_lock(folder, waiting=stage), runners() as (device_runner, server_runner):
