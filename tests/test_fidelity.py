@@ -137,7 +137,7 @@ def test_a_promotion_that_would_pass_the_training_budget_is_skipped_once_the_stu
     from optiseg import records
     from optiseg.network import Network
     from optiseg.plans import DeploymentPlan, Evaluation
-    from optiseg.search.loop import _promotion_over_budget
+    from optiseg.search.budget import promotion_over_budget
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -161,10 +161,74 @@ def test_a_promotion_that_would_pass_the_training_budget_is_skipped_once_the_stu
                                                       fidelity=FidelityConfig(eta=3, min_epochs=2),
                                                       training=SimpleNamespace(epochs=6)))
 
-    assert _promotion_over_budget(study, env(25.0), queued) is None  # no front yet: the first whole training runs
+    assert promotion_over_budget(study, env(25.0), queued) is None  # no front yet: the first whole training runs
     add(0.5, 100.0, COMPLETE, 6)
-    reason = _promotion_over_budget(study, env(130.0), queued)  # 120 spent + 40 > 130
+    reason = promotion_over_budget(study, env(130.0), queued)  # 120 spent + 40 > 130
     assert reason is not None and f"promotion of trial {partial_number} skipped" in reason and "to 160 of" in reason
-    assert _promotion_over_budget(study, env(200.0), queued) is None  # it fits
-    assert _promotion_over_budget(study, env(None), queued) is None  # no budget
-    assert _promotion_over_budget(study, env(130.0), SimpleNamespace(user_attrs={})) is None  # not a promotion
+    assert promotion_over_budget(study, env(200.0), queued) is None  # it fits
+    assert promotion_over_budget(study, env(None), queued) is None  # no budget
+    assert promotion_over_budget(study, env(130.0), SimpleNamespace(user_attrs={})) is None  # not a promotion
+
+
+def test_near_the_end_of_the_budget_new_networks_give_way_to_the_partial_networks_next_rungs():
+    """Once the study has a front, a new network whose whole training would not fit in what is left is not trained;
+    the rest goes to the furthest, best partial network whose next rung fits."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from optiseg import records
+    from optiseg.network import Network
+    from optiseg.plans import DeploymentPlan, Evaluation
+    from optiseg.search.budget import new_network_over_budget, promote_within_budget
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def add(a: float, compute: float, status: str, rung: int, epochs: int, iou: float, latency: float) -> int:
+        trial = study.ask({"a": optuna.distributions.CategoricalDistribution([0.125, 0.25, 0.5, 0.75, 1.0])})
+        writer = records.TrialWriter(trial)
+        network = Network.create("fastscnn", {"a": a}, 64)
+        writer.start(DeploymentPlan(mode="device", networks=(network,), knobs=(("precision", "fp32"),)), network.key, "test")
+        writer.rung(rung)
+        writer.evaluate(Evaluation(metrics={"iou": iou, "val_iou": iou, "latency_ms": latency, "train_compute": compute},
+                                   details={"fidelity": {"rung": rung, "rungs": [1, 3, 9], "epochs": epochs}}))
+        writer.status(status)
+        study.tell(trial, [iou, latency])
+        return trial.number
+
+    logged = []
+    objectives = (SimpleNamespace(metric="iou", direction="maximize"), SimpleNamespace(metric="latency_ms", direction="minimize"))
+
+    def env(budget):
+        return SimpleNamespace(config=SimpleNamespace(budget=SimpleNamespace(train_compute=budget),
+                                                      fidelity=FidelityConfig(eta=3, min_epochs=1),
+                                                      training=SimpleNamespace(epochs=9)),
+                               dataset=SimpleNamespace(split=lambda name: [None] * 10), objectives=objectives,
+                               progress=SimpleNamespace(log=logged.append))
+
+    low = add(0.25, 10.0, PARTIAL, 0, 1, 0.80, 1.0)  # rung 1 of 3 (1 epoch): its next rung (3 epochs) costs 20 more
+    network = Network.create("fastscnn", {"a": 0.125}, 64)
+    assert new_network_over_budget(study, env(50.0), network, macs=1.0) is None  # no front yet: new networks train
+    add(1.0, 90.0, COMPLETE, 2, 9, 0.95, 3.0)  # a network trained whole: the study has a front; 100 spent
+    high = add(0.5, 30.0, PARTIAL, 1, 3, 0.85, 2.0)  # rung 2 of 3 (3 epochs): its last rung costs 60 more; 130 spent
+    reason = new_network_over_budget(study, env(200.0), network, macs=1.0)  # its whole training: 9 epochs x 10 images x 1 MAC
+    assert reason is not None and "(90 MACs)" in reason and "to 220 of" in reason
+    assert new_network_over_budget(study, env(220.0), network, macs=1.0) is None  # it fits exactly
+    assert new_network_over_budget(study, env(None), network, macs=1.0) is None  # no budget
+    trained = Network.create("fastscnn", {"a": 1.0}, 64)
+    assert new_network_over_budget(study, env(200.0), trained, macs=1.0) is None  # trained already (by another worker)
+    no_rungs = env(200.0)
+    no_rungs.config.fidelity = None
+    assert new_network_over_budget(study, no_rungs, network, macs=1.0) is None  # only a study in rungs gives way
+
+    assert promote_within_budget(study, env(200.0))  # 70 left: the rung-2 network's last rung (60) comes first
+    queued = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.WAITING]
+    assert [(records.promotion_of(t), records.rung_of(t)) for t in queued] == [(high, 2)]
+    assert promote_within_budget(study, env(155.0))  # 25 left: only the rung-1 network's next rung (20) fits
+    assert records.promotion_of(study.get_trials(deepcopy=False)[-1]) == low
+    assert not promote_within_budget(study, env(155.0))  # each network goes on once
+    add(0.5, 90.0, COMPLETE, 2, 9, 0.9, 2.0)  # the rung-2 network trained whole (its promotion ran)
+    add(0.5, 30.0, PARTIAL, 1, 3, 0.85, 2.0)  # an INT8 plan of it proposed at a rung: the network stands as trained whole
+    assert not promote_within_budget(study, env(10_000.0))
+    assert len(logged) == 2 and "goes on to rung" in logged[0]

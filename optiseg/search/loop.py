@@ -32,6 +32,7 @@ from ..layout import StudyLayout
 from ..quantize import QuantizationSettings
 from ..records import COMPLETE, FAILED, INTERRUPTED, TOO_SLOW, TrialRecord, load_records
 from ..results import pareto_front, training_totals, with_partial
+from .budget import finish_best, promote_within_budget, promotion_over_budget
 from .confirm import confirm_at_end_of_search
 from .latency_watch import LatencyWatch
 from .lease import LeaseSettings, TrialLease, recover_stale_trials
@@ -41,11 +42,12 @@ from .sampler import grid_queue, make_sampler, resolve_sampler_name
 from .space import PlanNotApplicable, build_search_space
 from .storage import SQLiteWriterLock
 from .study import NewFolders, open_study, resolve_storage, study_settings
-from .trial import InProgressElsewhere, TooSlow, TrialEnvironment, evaluate, latency_cache_dir
+from .trial import InProgressElsewhere, OverBudget, TooSlow, TrialEnvironment, evaluate, latency_cache_dir
 from .warm_start import import_trials, prepare_import
 
 MAX_CONSECUTIVE_FAILURES = 3
 MAX_CONSECUTIVE_DUPLICATES = 25
+MAX_BUDGET_SKIPS = 10  # new networks in a row too big for the rest of budget.train_compute: the search ends
 CLAIM_WAIT_S = 10.0  # how long a budget check waits for an earlier running trial to name its network
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
@@ -219,6 +221,7 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
     failures_in_a_row = 0
     steps_aside = 0
     duplicates_in_a_row = 0
+    budget_skips = 0
     finished = 0
     num_classes = env.dataset.num_classes
     while True:
@@ -229,7 +232,7 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
         if compute_budget is not None and training_totals(load_records(study))["compute_macs"] >= compute_budget:
             # No new network from here; what is queued (promotions, plans of trained networks) still runs, and a
             # study without one whole training trains its best network on, so that it ends with a front.
-            if not _waiting(study) and not _finish_best(study, env):
+            if not _waiting(study) and not finish_best(study, env):
                 return f"training budget of {compute_budget:.3g} MACs reached", finished
         if not _waiting(study):
             if n_trials is not None and _counted(study) >= n_trials:
@@ -240,7 +243,7 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
                 return "every plan of the grid was tried (see the failed ones with `optiseg front --all`)", finished
 
         trial = study.ask()
-        over = _promotion_over_budget(study, env, trial)
+        over = promotion_over_budget(study, env, trial)
         if over is not None:
             records.record_skipped(trial, over)
             study.tell(trial, state=TrialState.FAIL)
@@ -268,7 +271,7 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
             with TrialLease(trial, lease):
                 values = evaluate(trial, env, plan)
             study.tell(trial, values)
-            failures_in_a_row = steps_aside = 0
+            failures_in_a_row = steps_aside = budget_skips = 0
             if records.read_record(_frozen(study, trial.number)).status == records.PARTIAL:
                 _promote(study, env)  # a lower rung: its siblings wait for the network's whole training
             else:
@@ -277,6 +280,18 @@ def _loop(study, env, space, n_trials, timeout_s, lease, progress, grid: bool) -
             study.tell(trial, state=TrialState.PRUNED)
             failures_in_a_row = 0
             _queue_sibling_plans(study, space, trial)
+        except OverBudget as over:
+            records.record_skipped(trial, str(over))
+            study.tell(trial, state=TrialState.FAIL)
+            progress.log(f"trial {trial.number} ({plan.network.describe()}) {over}")
+            if promote_within_budget(study, env):
+                budget_skips = 0
+            else:
+                budget_skips += 1
+                if budget_skips >= MAX_BUDGET_SKIPS and not _waiting(study):
+                    return (f"{budget_skips} new networks in a row would not fit in what is left of the training budget, "
+                            "and no partial network's next rung does"), finished
+            continue
         except InProgressElsewhere as busy:
             records.record_skipped(trial, f"stepped aside: trial {busy.number} is evaluating the same network")
             study.tell(trial, state=TrialState.FAIL)
@@ -334,59 +349,6 @@ def _promote(study: optuna.Study, env) -> None:
             study.enqueue_trial(params, user_attrs=records.promotion_attrs(record.number, rung + 1), skip_if_exists=False)
             env.progress.log(f"trial {record.number} ({record.plan_key}) goes on to rung {rung + 2} of {len(rungs)}: "
                              f"{rungs[rung + 1]} epochs")
-
-
-def _has_own_front(trial_records) -> bool:
-    """Some network this study trained whole meets the constraints (imports and derived plans do not count)."""
-    return any(r.status == COMPLETE and r.feasible and r.imported_from is None and not r.derived_from for r in trial_records)
-
-
-def _promotion_over_budget(study: optuna.Study, env, trial) -> str | None:
-    """Why a promotion must not run (it would take the study's training past ``budget.train_compute`` while some
-    network is already trained whole, so the study has a front without it), or None to run it."""
-    budget = env.config.budget.train_compute
-    source = records.promotion_of(trial)
-    if budget is None or source is None or env.config.fidelity is None:
-        return None
-    trial_records = load_records(study)
-    if not _has_own_front(trial_records):
-        return None  # the study's first whole training: it gives the study its front
-    partial = next((r for r in trial_records if r.number == source), None)
-    rung = records.rung_of(trial)
-    rungs = env.config.fidelity.rungs(env.config.training.epochs)
-    spent = training_totals(trial_records)["compute_macs"]
-    done = partial.metric("train_compute") if partial is not None else None
-    epochs = (partial.evaluation.details.get("fidelity") or {}).get("epochs") if partial is not None else None
-    if done is None or not epochs or rung is None:
-        return None
-    added = float(done) * (rungs[min(rung, len(rungs) - 1)] / float(epochs) - 1.0)
-    if spent + added <= budget:
-        return None
-    return (f"promotion of trial {source} skipped: its {added:.3g} MACs would take the training to {spent + added:.3g} "
-            f"of budget.train_compute {budget:.3g}")
-
-
-def _finish_best(study: optuna.Study, env) -> bool:
-    """With no network trained to its last rung yet, queue the furthest, best partial one's next rung (True if queued)."""
-    from .fidelity import rank
-
-    trial_records = load_records(study)
-    if env.config.fidelity is None or _has_own_front(trial_records):
-        return False
-    partial = [r for r in trial_records if r.status == records.PARTIAL and r.duplicate_of is None]
-    if not partial:
-        return False
-    top = max(r.rung or 0 for r in partial)
-    promoted = records.promoted_trials(study)
-    candidates = [r for r in rank([r for r in partial if (r.rung or 0) == top], [(o.metric, o.direction) for o in env.objectives])
-                  if r.number not in promoted]
-    if not candidates:
-        return False
-    best = candidates[0]
-    study.enqueue_trial(records.params_of(_frozen(study, best.number)), user_attrs=records.promotion_attrs(best.number, top + 1),
-                        skip_if_exists=False)
-    env.progress.log(f"training budget reached with no network trained whole: trial {best.number} ({best.plan_key}) goes on")
-    return True
 
 
 def _enqueue_untried(study: optuna.Study, queue) -> None:

@@ -33,12 +33,17 @@ from ..plans import DeploymentPlan, Evaluation
 from ..quantize import QuantizationSettings
 from .. import records
 from ..records import COMPLETE, TOO_SLOW, TrialWriter, network_key_of, plan_key_of
+from .budget import new_network_over_budget
 from .objectives import Constraint, Objective
 from .space import SearchSpace
 
 
 class TooSlow(Exception):
     """The plan's cost violates a constraint (e.g. ``max_latency_ms``): its network is not trained for it."""
+
+
+class OverBudget(Exception):
+    """A new network whose whole training would take the study past ``budget.train_compute`` (see budget.py): not trained."""
 
 
 class InProgressElsewhere(Exception):
@@ -133,6 +138,14 @@ def evaluate(trial: optuna.Trial, env: TrialEnvironment, plan: DeploymentPlan) -
         writer.status(TOO_SLOW)
         env.progress.stage(f"over a constraint ({'; '.join(violated)}): not trained")
         raise TooSlow("; ".join(violated))
+
+    from ..training import CHECKPOINT
+
+    if records.promotion_of(trial) is None and not (network_folder.train / CHECKPOINT).is_file():  # a new network
+        over = new_network_over_budget(env.study, env, plan.network, cost.get("macs"))
+        if over is not None:
+            env.progress.stage(over)
+            raise OverBudget(over)
 
     if rung is not None and rung < len(rungs) - 1:
         partial = _train_to_rung(plan, env, network_folder, context, writer, cost, rung, rungs)
