@@ -59,7 +59,7 @@ FAILED = "failed"  # an error; see `error`
 INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or a dead worker; retried on the next run
 RUNNING = "running"
 WAITING = "waiting"  # queued (the baseline, a grid candidate, a sibling plan, a retry), not started yet
-SKIPPED = "skipped"  # asked after the global budget was used up, or stepped aside for another worker
+SKIPPED = "skipped"  # the budget: used up, or no room for its training (a promotion, a new network); or stepped aside
 STATUSES = (COMPLETE, PARTIAL, TOO_SLOW, FAILED, INTERRUPTED, RUNNING, WAITING, SKIPPED)
 
 
