@@ -176,3 +176,28 @@ def test_the_tail_latency_of_frames_taking_different_paths_is_the_time_nine_in_t
     assert tail_latency_ms([1.0, 3.0, 6.0], [0.9, 0.1, 0.0]) == 1.0
     assert tail_latency_ms([6.0, 2.0], [0.05, 0.95]) == 2.0  # paths in any order
     assert tail_latency_ms([1.0, 3.0], [0.2, 0.8], share=0.5) == 3.0
+
+
+def test_an_imported_plan_keeps_its_mode_and_knobs_in_a_space_of_several_modes():
+    """Warm start stores an import with the params `suggest` would have asked for its own plan: a split plan as
+    mode split with its cut and bits (not the device plan of its network), a device plan as mode device."""
+    from optiseg.search.warm_start import _params_in
+
+    space = build_search_space("fastscnn", "beginner", {"resolution": [64, 96]}, modes=("device", "split"))
+    network = Network.create("fastscnn", {"a": 1.0, "t": 6, "r": 3, "pp": True}, 96)
+    split = DeploymentPlan(mode="split", networks=(network,), knobs=(("bits", 8), ("cut", "bottlenecks2")))
+    device = DeploymentPlan(mode="device", networks=(network,), knobs=(("precision", "fp32"),))
+    imported = {}
+    for plan in (split, device):
+        record = records.TrialRecord.make(0, records.COMPLETE, model="fastscnn", resolution="96")
+        params = _params_in(space, records.TrialRecord(number=0, status=records.COMPLETE, plan=plan,
+                                                        evaluation=record.evaluation), 1)
+        imported[plan.mode], distributions = space.as_asked(params)
+        assert set(distributions) == set(imported[plan.mode])
+        assert space.plan(imported[plan.mode]).key == plan.key  # the params describe the imported plan itself
+    assert imported["split"] == {"resolution": 96, "mode": "split", "cut": "bottlenecks2", "bits": 8}
+    assert imported["device"] == {"resolution": 96, "mode": "device"}
+    only_split = build_search_space("fastscnn", "beginner", {"resolution": [64, 96]}, modes=("split",))
+    record = records.TrialRecord.make(0, records.COMPLETE, model="fastscnn", resolution="96")
+    assert _params_in(only_split, records.TrialRecord(number=0, status=records.COMPLETE, plan=device,
+                                                      evaluation=record.evaluation), 1) is None  # not a plan of it

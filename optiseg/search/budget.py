@@ -77,24 +77,25 @@ def promote_within_budget(study: optuna.Study, env) -> bool:
     if budget is None or fidelity is None:
         return False
     trial_records = load_records(study)
-    left = budget - training_totals(trial_records)["compute_macs"]
+    spent = training_totals(trial_records)["compute_macs"]
     rungs = fidelity.rungs(env.config.training.epochs)
     promoted = records.promoted_trials(study)
+    gone_on = {(r.candidate, r.rung) for r in trial_records if r.number in promoted}  # any plan of it at that rung
     furthest: dict[str, TrialRecord] = {}  # each network once, as far as it got
     for record in trial_records:
         if _trained(record) and record.rung is not None and record.candidate is not None:
             if record.candidate not in furthest or _further(record, furthest[record.candidate]):
                 furthest[record.candidate] = record
-    partial = [r for r in furthest.values() if r.status == records.PARTIAL and r.number not in promoted
+    partial = [r for r in furthest.values() if r.status == records.PARTIAL and (r.candidate, r.rung) not in gone_on
                and r.rung + 1 < len(rungs)]
     objectives = [(o.metric, o.direction) for o in env.objectives]
     for rung in sorted({r.rung for r in partial}, reverse=True):
         for record in rank([r for r in partial if r.rung == rung], objectives):
             cost = _cost_to(record, rungs[rung + 1])
-            if cost is not None and cost <= left:
+            if cost is not None and spent + cost <= budget:  # as promotion_over_budget judges it
                 _enqueue_promotion(study, record, rung + 1)
-                env.progress.log(f"the budget's last {left:.3g} MACs: trial {record.number} ({record.plan_key}) goes on to "
-                                 f"rung {rung + 2} of {len(rungs)} for {cost:.3g}")
+                env.progress.log(f"the budget's last {budget - spent:.3g} MACs: trial {record.number} ({record.plan_key}) "
+                                 f"goes on to rung {rung + 2} of {len(rungs)} for {cost:.3g}")
                 return True
     return False
 
@@ -104,7 +105,7 @@ def finish_best(study: optuna.Study, env) -> bool:
     trial_records = load_records(study)
     if env.config.fidelity is None or has_own_front(trial_records):
         return False
-    partial = [r for r in trial_records if r.status == records.PARTIAL and r.duplicate_of is None]
+    partial = [r for r in trial_records if r.status == records.PARTIAL and _trained(r)]
     if not partial:
         return False
     top = max(r.rung or 0 for r in partial)

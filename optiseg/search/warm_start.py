@@ -3,11 +3,12 @@
 Tiers nest, so every beginner candidate is also an intermediate candidate (with
 the new knobs at their baseline values). When a study with ``warm_start:`` is
 created, each finished plan of the source study that exists in the new search
-space is replayed into it through ask/tell with its record, constraints and
-artifacts: it appears on the new front, is never trained again, and does not
-count against the new budget. The source must share the data, training,
-constraints and device settings, or its figures would not be comparable; that
-is checked before the new study is created.
+space is stored in it as a finished trial with its knobs, record, constraints
+and artifacts: it appears on the new front, is never trained again, and does
+not count against the new budget. The source must share the data, training,
+objectives, constraints, device and deployment settings
+(``COMPARABLE_SECTIONS``), or its figures would not be comparable; that is
+checked before the new study is created.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from optuna.trial import TrialState
 from .. import records
 from ..errors import ConfigError
 from ..layout import StudyLayout
+from ..modes import get_mode
 from .space import SearchSpace
 from .study import StudyHandle, describe_changes
 
-COMPARABLE_SECTIONS = ("data", "training", "constraints", "device", "quantization", "mode", "server", "link",
-                       "inherit_weights")
+COMPARABLE_SECTIONS = ("data", "training", "objectives", "constraints", "device", "quantization", "mode", "server",
+                       "link", "inherit_weights")
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,9 @@ def _params_in(space: SearchSpace, record: records.TrialRecord, num_classes: int
     if network.model != space.model or network.num_classes != num_classes:
         return None
     height, width = network.resolution
+    family = getattr(get_mode(record.plan.mode), "family", record.plan.mode)
     values = {**network.knob_dict, "in_channels": network.in_channels,
-              "resolution": height if height == width else network.resolution_text, **record.plan.knob_dict}
+              "resolution": height if height == width else network.resolution_text, **record.plan.knob_dict, "mode": family}
     params = {}
     for name, value in space.baseline.items():
         wanted = values.get(name, value)
