@@ -509,6 +509,12 @@ def promotion_of(trial) -> int | None:
     return None if value is None else int(value)
 
 
+def enqueue_promotion(study, number: int, rung: int) -> None:
+    """Queue the trial that trains trial ``number``'s network on to ``rung``, with the same params."""
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    study.enqueue_trial(params_of(frozen), user_attrs=promotion_attrs(number, rung), skip_if_exists=False)
+
+
 def promoted_trials(study) -> set[int]:
     """The trials whose network a trial of the next rung was queued for (whatever became of that one)."""
     return {int(t.user_attrs[_PROMOTION_OF]) for t in study.get_trials(deepcopy=False) if _PROMOTION_OF in t.user_attrs}

@@ -93,7 +93,7 @@ def promote_within_budget(study: optuna.Study, env) -> bool:
         for record in rank([r for r in partial if r.rung == rung], objectives):
             cost = _cost_to(record, rungs[rung + 1])
             if cost is not None and spent + cost <= budget:  # as promotion_over_budget judges it
-                _enqueue_promotion(study, record, rung + 1)
+                records.enqueue_promotion(study, record.number, rung + 1)
                 env.progress.log(f"the budget's last {budget - spent:.3g} MACs: trial {record.number} ({record.plan_key}) "
                                  f"goes on to rung {rung + 2} of {len(rungs)} for {cost:.3g}")
                 return True
@@ -115,7 +115,7 @@ def finish_best(study: optuna.Study, env) -> bool:
     if not candidates:
         return False
     best = candidates[0]
-    _enqueue_promotion(study, best, top + 1)
+    records.enqueue_promotion(study, best.number, top + 1)
     env.progress.log(f"training budget reached with no network trained whole: trial {best.number} ({best.plan_key}) goes on")
     return True
 
@@ -148,8 +148,3 @@ def _cost_to(partial: TrialRecord, epochs: int) -> float | None:
     if done is None or not trained:
         return None
     return float(done) * (epochs / float(trained) - 1.0)
-
-
-def _enqueue_promotion(study: optuna.Study, record: TrialRecord, rung: int) -> None:
-    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == record.number)
-    study.enqueue_trial(records.params_of(frozen), user_attrs=records.promotion_attrs(record.number, rung), skip_if_exists=False)

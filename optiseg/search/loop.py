@@ -345,8 +345,7 @@ def _promote(study: optuna.Study, env) -> None:
     pairs = [(o.metric, o.direction) for o in env.objectives]
     for rung in range(len(rungs) - 1):
         for record in to_promote([r for r in trial_records if r.rung == rung], promoted, fidelity.eta, pairs):
-            params = records.params_of(_frozen(study, record.number))
-            study.enqueue_trial(params, user_attrs=records.promotion_attrs(record.number, rung + 1), skip_if_exists=False)
+            records.enqueue_promotion(study, record.number, rung + 1)
             env.progress.log(f"trial {record.number} ({record.plan_key}) goes on to rung {rung + 2} of {len(rungs)}: "
                              f"{rungs[rung + 1]} epochs")
 
