@@ -116,10 +116,13 @@ class SearchSpace:
         params = {name: trial.suggest_categorical(name, list(self.choices[name])) for name in self.network_knobs}
         family = trial.suggest_categorical("mode", list(self.choices["mode"])) if "mode" in self.choices else self.modes[0]
         params.update({"mode": family} if "mode" in self.choices else {})
-        for name in family_knobs(family):
-            if name in self.choices:
-                params[name] = trial.suggest_categorical(name, list(self.choices[name]))
+        for name in self._open_knobs_of(family):
+            params[name] = trial.suggest_categorical(name, list(self.choices[name]))
         return self.plan(params, num_classes)
+
+    def _open_knobs_of(self, family: str) -> list[str]:
+        """The deployment knobs of mode family ``family`` that this space opens."""
+        return [name for name in family_knobs(family) if name in self.choices]
 
     def as_asked(self, params: Mapping[str, KnobValue]) -> tuple[dict[str, KnobValue], dict[str, Any]]:
         """``params`` (a value of every open knob) as :meth:`suggest` would have asked them (the network knobs, the
@@ -127,8 +130,7 @@ class SearchSpace:
         from optuna.distributions import CategoricalDistribution
 
         family = str(params.get("mode", self.baseline.get("mode", self.modes[0])))
-        names = [*self.network_knobs, *(["mode"] if "mode" in self.choices else []),
-                 *(name for name in family_knobs(family) if name in self.choices)]
+        names = [*self.network_knobs, *(["mode"] if "mode" in self.choices else []), *self._open_knobs_of(family)]
         return ({name: params[name] for name in names},
                 {name: CategoricalDistribution(list(self.choices[name])) for name in names})
 
