@@ -39,6 +39,7 @@ from optiseg.config import DataConfig, TrainingConfig
 from optiseg.data import IGNORE, DatasetCache, build_train_transform, epoch_batches, load_dataset, train_source_sizes
 from optiseg.data._cache import resize_image
 from optiseg.models import build_model, parse_resolution
+from optiseg.models._layers import Dropout
 from optiseg.network import Network
 from optiseg.training import SegmentationLoss, train_network
 from optiseg.training.evaluate import to_model_input
@@ -91,6 +92,16 @@ class LossBefore(SegmentationLoss):
         return loss + self.dice_weight * soft_dice_loss(torch.sigmoid(logits)[:, None], truth[:, None], valid[:, None].float())
 
 
+def with_torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with torch's ``nn.Dropout`` (a random draw per element) where optiseg's ``Dropout`` is, as the
+    networks were built before the speed work. For the speed probes only: the same drop rate."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, Dropout):
+                setattr(module, name, torch.nn.Dropout(child.p))
+    return model
+
+
 class TransformBefore:
     """The augmentation as the trainer ran it before the speed work (the same distribution): albumentations' crop,
     flip and shift-scale-rotate on image and mask at the mask's size, the image then shrunk to the input size, the
@@ -134,7 +145,8 @@ class SpeedProbe:
         self.loss_fn = loss(dataset.num_classes, training.dice_weight)
         label_scale = effective_label_scale(training.label_scale, resolution, cache.original_masks("val")[0].shape)
         sizes = train_source_sizes(resolution, training.augment, label_scale)
-        if before:  # images cached at the mask's size, warped there and shrunk
+        if before:  # images cached at the mask's size, warped there and shrunk; torch's dropout
+            with_torch_dropout(self.model)
             self.source = cache.resized("train", sizes.mask)
             self.transform = TransformBefore(resolution, training.augment, label_scale)
         else:
@@ -210,13 +222,15 @@ def main() -> int:
     if args.compare:
         contenders["candidate"] = TrainingConfig.model_validate(
             _merged(training.model_dump(mode="json"), training_overrides(args.compare)))
+    contenders = {name: settings.for_split(len(dataset.train)) for name, settings in contenders.items()}  # what null stands for
     results = {}
     for name, settings in contenders.items():
         print(f"== training {name}: batch_size {settings.batch_size}, lr {settings.lr:g}", file=sys.stderr, flush=True)
         results[name] = train_network(network, dataset=dataset, training=settings, run_dir=run_dir / name, cache=cache,
                                       reporter=EpochPrinter(), export_onnx=True)
     probes = [SpeedProbe(args.model, knobs, resolution, dataset, cache, settings) for settings in contenders.values()]
-    before = training.model_copy(update={"fused_optimizer": False})  # the step as it was: no training of its own
+    # the step as it was (no training of its own): the former default batch and rate, Adam's loop
+    before = training.model_copy(update={"batch_size": 4, "lr": 0.003, "fused_optimizer": False})
     probes.append(SpeedProbe(args.model, knobs, resolution, dataset, cache, before, loss=LossBefore, before=True))
     speeds = dict(zip([*contenders, "before"], alternating_speeds(probes, rounds=5)))
     reports = {name: _report(args, contenders[name], results[name].metrics, speeds[name], check_seconds, run_dir / name)

@@ -72,9 +72,10 @@ def test_losses_ignore_ignored_pixels(num_logits, dice_weight):
     assert float(loss_fn(logits, torch.full_like(target, IGNORE))) == 0.0
 
 
-@pytest.mark.parametrize("dice_weight", [0.0, 1.0])
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0, 2.5])
 def test_the_binary_loss_is_bce_over_the_valid_pixels_plus_soft_dice_in_value_and_gradient(dice_weight):
-    """The loss weighs ignored pixels out instead of gathering the valid ones: the same figure, the same gradient."""
+    """The loss weighs ignored pixels out instead of gathering the valid ones, its gradient written out: the
+    same figure, the same gradient."""
     import torch.nn.functional as F
 
     from optiseg.training.losses import soft_dice_loss
@@ -120,6 +121,32 @@ def test_the_class_loss_is_cross_entropy_plus_soft_dice_over_one_hot_masks_in_va
     by_the_book.backward()
     assert float(loss.detach()) == pytest.approx(float(by_the_book.detach()), rel=1e-6)
     assert torch.allclose(ours, logits.grad, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0, 2.5])
+def test_the_written_out_binary_gradient_matches_finite_differences(dice_weight):
+    torch.manual_seed(1)
+    target = torch.randint(0, 2, (2, 6, 6), dtype=torch.uint8)
+    target[:, :2] = IGNORE
+    logits = (2 * torch.randn(2, 1, 6, 6, dtype=torch.float64)).requires_grad_()
+    loss_fn = SegmentationLoss(1, dice_weight)
+    assert torch.autograd.gradcheck(lambda x: loss_fn._binary(x[:, 0], target), (logits,))
+
+
+def test_the_binary_loss_keeps_its_precision_when_the_network_is_sure_and_leaves_the_target_alone():
+    """A confident network's BCE is tiny: the sum must not come from cancelling large ones (val_loss picks the epoch)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(2)
+    target = torch.randint(0, 2, (4, 96, 96)).float()
+    target[:, :10] = IGNORE
+    logits = (torch.where(target == 1, 10.0, -10.0) + torch.randn(4, 96, 96))[:, None]
+    kept = target.clone()
+    ours = float(SegmentationLoss(1, 0.0)(logits, target))
+    assert torch.equal(target, kept)
+    valid = target != IGNORE
+    exact = float(F.binary_cross_entropy_with_logits(logits[:, 0].double()[valid], (target == 1).double()[valid]))
+    assert ours == pytest.approx(exact, rel=1e-5)
 
 
 def test_bce_loss_by_hand():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from optiseg.errors import KnobError, UsageError
 from optiseg.models import build_model, get_model_entry, list_models, parse_resolution
-from optiseg.models._layers import adaptive_avg_pool2d_static
+from optiseg.models._layers import Dropout, adaptive_avg_pool2d_static
 from optiseg.profile import count_parameters
 
 # A sample of knob combinations per architecture: baseline, narrow, and every removable module off.
@@ -132,6 +132,29 @@ def test_removed_modules_are_not_built():
     assert any("PyramidPooling" in type(m).__name__ for m in with_pp.modules())
     assert not any("PyramidPooling" in type(m).__name__ for m in without.modules())
     assert not any("ContextEmbedding" in type(m).__name__ for m in build_model("bisenetv2", {"ce": 0}).modules())
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_drops_at_its_rate_keeps_the_mean_and_the_memory_layout(p):
+    dropout = Dropout(p).train()
+    x = torch.ones(8, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    first = dropout(x)
+    assert first.is_contiguous(memory_format=torch.channels_last)
+    assert float((first == 0).float().mean()) == pytest.approx(p, abs=0.005)
+    assert float(first.mean()) == pytest.approx(1.0, abs=0.01)
+    zero, kept = first.unique().tolist()
+    assert zero == 0.0 and kept == pytest.approx(1 / (1 - p), rel=1e-4)
+    torch.manual_seed(0)
+    torch.testing.assert_close(dropout(x), first)  # the global generator: a seeded training repeats
+    assert not torch.equal(dropout(x), first)
+    dropped = first[0] == 0  # element-wise: neither whole channels nor the same pixels in every channel
+    assert not bool(dropped.all(dim=(1, 2)).any()) and not torch.equal(dropped[0], dropped[1])
+    odd = torch.ones(3, 5, 7)
+    assert dropout(odd).shape == odd.shape
+    assert dropout.eval()(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 5), (8, 8), (16, 16), (17, 30), (32, 7)])

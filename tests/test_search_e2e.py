@@ -210,12 +210,18 @@ def test_a_second_process_on_one_sqlite_file_is_refused(cli, tmp_path, data_root
 
 
 def test_changed_settings_are_refused_then_forced(cli, tmp_path, data_root):
-    config = make_config(tmp_path, data_root, "changed", budget={"n_trials": 1})
+    # as if made by an older optiseg, whose defaults were a batch of 2 at lr 0.002
+    config = make_config(tmp_path, data_root, "changed", budget={"n_trials": 1}, training={"epochs": 2, "batch_size": 2, "lr": 0.002})
     assert cli("search", str(config), "--quiet").returncode == 0
-    make_config(tmp_path, data_root, "changed", budget={"n_trials": 1}, training={"epochs": 1, "batch_size": 4})
+    make_config(tmp_path, data_root, "changed", budget={"n_trials": 1}, training={"epochs": 2})  # today's defaults
+    defaulted = cli("search", str(config))
+    assert defaulted.returncode == 1 and "training.batch_size: 2 -> 4" in defaulted.stderr
+    assert f"the values it ran with into {config}: training.batch_size: 2, training.lr: 0.002" in " ".join(defaulted.stderr.split())
+    make_config(tmp_path, data_root, "changed", budget={"n_trials": 1}, training={"epochs": 1, "batch_size": 4, "lr": 0.002})
     refused = cli("search", str(config))
     assert refused.returncode == 1
     assert "was run with other settings" in refused.stderr and "training.epochs: 2 -> 1" in refused.stderr and "--force" in refused.stderr
+    assert "the values it ran with" not in refused.stderr  # every changed setting written in the config
     forced = cli("search", str(config), "--force", "--quiet")
     assert forced.returncode == 0, forced.stderr
     storage = f"sqlite:///{tmp_path / 'runs' / 'changed' / 'optuna.db'}"

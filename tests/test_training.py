@@ -166,6 +166,46 @@ def test_early_stopping_and_selection_by_iou(binary, cache, tmp_path):
     assert "stopping early" in (tmp_path / "train.log").read_text()
 
 
+@pytest.mark.parametrize("written, train_images, batch_size, lr", [
+    ({}, 300, 16, 0.006),  # 40 epochs of 300 images: 16 at 3e-3 x sqrt(16 / 4), 720 steps
+    ({"epochs": 30}, 300, 8, 0.003 * 2**0.5),  # shorter trainings keep their steps with smaller batches
+    ({"epochs": 20}, 300, 8, 0.003 * 2**0.5),
+    ({"epochs": 10}, 300, 4, 0.003),
+    ({"epochs": 25}, 150, 4, 0.003),  # the quickstart's
+    ({"epochs": 1}, 30000, 16, 0.006),
+    ({}, 20, 4, 0.003),  # never below 4 for the steps' sake ...
+    ({}, 5, 2, 0.003 * (2 / 4) ** 0.5),  # ... but at most half the split
+    ({"batch_size": 4}, 300, 4, 0.003),  # a batch written in the config: its learning rate scaled to it
+    ({"batch_size": 32, "lr": 0.01}, 300, 32, 0.01),  # both written: kept
+    ({"lr": 0.001}, 300, 16, 0.001),
+])
+def test_the_default_batch_and_learning_rate_follow_the_training_split(written, train_images, batch_size, lr):
+    resolved = TrainingConfig.model_validate(written).for_split(train_images)
+    assert resolved.batch_size == batch_size and resolved.lr == pytest.approx(lr)
+
+
+def test_a_split_too_small_for_the_default_batch_is_refused_before_training():
+    from optiseg.config import check_batch_size
+    from optiseg.errors import ConfigError
+
+    check_batch_size(TrainingConfig(), 2, "study.yaml")
+    with pytest.raises(ConfigError, match="study.yaml: the training split has only 1 image"):
+        check_batch_size(TrainingConfig(), 1, "study.yaml")
+    with pytest.raises(ConfigError, match="training.batch_size = 8: the training split has only 5"):
+        check_batch_size(TrainingConfig(batch_size=8), 5, "study.yaml")
+
+
+def test_a_default_batch_is_the_same_run_as_the_batch_it_stands_for(binary, cache, tmp_path):
+    network = Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes)
+    batch_size = max(2, min(4, len(binary.train) // 2))
+    defaulted = train_network(network, dataset=binary, training=TrainingConfig(epochs=1), run_dir=tmp_path, cache=cache, export_onnx=False)
+    assert f"batches of {batch_size} at lr " in (tmp_path / "train.log").read_text()
+    recorder = Recorder()
+    written = TrainingConfig(epochs=1, batch_size=batch_size, lr=0.003 * (batch_size / 4) ** 0.5)
+    again = train_network(network, dataset=binary, training=written, run_dir=tmp_path, cache=cache, reporter=recorder, export_onnx=False)
+    assert recorder.events == [] and again.metrics == defaulted.metrics
+
+
 def test_batch_larger_than_the_training_split_is_refused(binary, cache, tmp_path):
     with pytest.raises(UsageError, match="fewer than training.batch_size = 64"):
         train_network(Network.create("fastscnn", FAST, RESOLUTION, num_classes=binary.num_classes), dataset=binary, training=settings(batch_size=64), run_dir=tmp_path,

@@ -189,6 +189,7 @@ def cross_fit_rows(network, *, dataset, training, folds: int, folder: Path, depl
     from ..training import train_network
 
     train = train or train_network
+    training = training.for_split(len(dataset.train))  # every fold as the deployed network: its batch and rate
     samples = dataset.train
     fold_of = fold_assignment(len(samples), folds, seed)
     parts, held_out, trained_on = [], [], []

@@ -47,6 +47,45 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(*layers)
 
 
+class Dropout(nn.Module):
+    """``nn.Dropout``'s element-wise dropout (kept values scaled by 1 / (1 - p)), with the CPU's random draws
+    16 bits an element: torch's CPU Bernoulli draws a random number for every element (1.5 ms of a 56 ms
+    training step of Fast-SCNN at batch 4), this one 64 bits for every four. The drop rate is p rounded to
+    1/65536. Off the CPU, and in eval mode, as ``nn.Dropout``; no parameters, so checkpoints are unchanged."""
+
+    _LANES = 65536
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self._dropped = round(p * self._LANES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not self._dropped:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        keep = _random_int16_like(x) >= self._dropped - self._LANES // 2
+        return x * keep.to(x.dtype).mul_(self._LANES / (self._LANES - self._dropped))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _random_int16_like(x: torch.Tensor) -> torch.Tensor:
+    """Uniform int16 values shaped, and laid out in memory, as ``x`` (channels-last stays channels-last), from
+    torch's generator: the 16-bit lanes of uniform 64-bit draws."""
+    count = x.numel()
+    words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits
+    lanes = words.view(torch.int16)[:count]
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        batch, channels, height, width = x.shape
+        return lanes.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    return lanes.view(x.shape)
+
+
 class DepthwiseSeparableConv(nn.Sequential):
     """3x3 depthwise conv + BN + ReLU, then 1x1 pointwise conv + BN + ReLU."""
 

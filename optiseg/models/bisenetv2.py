@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import ConvBNReLU, resize_to, scaled_width
+from ._layers import ConvBNReLU, Dropout, resize_to, scaled_width
 from ._registry import KnobSpec, register_model
 from ._exits import build_exit_heads, exit_knobs, with_exits
 from ._stages import INPUT, OUTPUT, ResizeToInput, Stage, run_stages
@@ -170,7 +170,7 @@ class BiSeNetV2(nn.Module):
         self.aggregation = BilateralGuidedAggregation(c128)
         self.head = nn.Sequential(
             ConvBNReLU(c128, head_mid, 3),
-            nn.Dropout(0.1),
+            Dropout(0.1),
             nn.Conv2d(head_mid, num_classes, 1),
         )
         self.upsample = ResizeToInput()

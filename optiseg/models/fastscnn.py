@@ -17,6 +17,7 @@ from torch import nn
 from ._layers import (
     ConvBNReLU,
     DepthwiseSeparableConv,
+    Dropout,
     InvertedResidual,
     adaptive_avg_pool2d_static,
     resize_to,
@@ -108,7 +109,7 @@ class FastSCNN(nn.Module):
         self.classifier = nn.Sequential(
             DepthwiseSeparableConv(c128, c128),
             DepthwiseSeparableConv(c128, c128),
-            nn.Dropout(0.1),
+            Dropout(0.1),
             nn.Conv2d(c128, num_classes, 1),
         )
         self.upsample = ResizeToInput()

@@ -100,7 +100,7 @@ def run_search(
     storage_spec = resolve_storage(loaded, layout.folder)
     dataset = load_dataset(config.data)  # checks the data first: bad data stops here, before anything is made
     check_batch_size(config.training, len(dataset.train), str(loaded.path))
-    settings = study_settings(loaded, space, dataset.fingerprint())
+    settings = study_settings(loaded, space, dataset.fingerprint(), len(dataset.train))
     warm_source = prepare_import(config.warm_start, settings) if config.warm_start is not None else None
     n_trials = config.budget.n_trials
     latency_constrained = any(c.on_cost for c in constraints)

@@ -40,11 +40,12 @@ from .storage import StorageSpec, open_storage, parse_storage
 SETTINGS_WAIT_S = 10.0  # how long a worker waits for the settings of a study another worker has just created
 
 
-def study_settings(loaded: LoadedConfig, space: SearchSpace, data_fingerprint: str) -> dict[str, Any]:
-    """The settings whose change makes old trials incomparable with new ones (JSON-safe)."""
+def study_settings(loaded: LoadedConfig, space: SearchSpace, data_fingerprint: str, train_images: int) -> dict[str, Any]:
+    """The settings whose change makes old trials incomparable with new ones (JSON-safe); the training settings as
+    they train on ``train_images`` images (the batch size and learning rate a default stands for)."""
     config = loaded.config
     data = config.data.model_dump(mode="json", exclude={"root", "cache_mb", "synthetic"})
-    training = config.training.model_dump(mode="json", exclude=set(HOW_NOT_WHAT))
+    training = config.training.for_split(train_images).model_dump(mode="json", exclude=set(HOW_NOT_WHAT))
     device = config.device.model_dump(mode="json")
     return {
         "search_space": space.as_dict(),
@@ -83,6 +84,16 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str
         elif a != b:
             changes.append(f"{path}: {_short(a)} -> {_short(b)}")
     return changes
+
+
+def defaults_that_changed(loaded: LoadedConfig, stored: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
+    """``training.KEY: value`` for each training setting the config leaves to its default (``null``) whose value in
+    the study differs from what the default stands for now: a study made before that default changed (e.g.
+    ``training.batch_size`` was 4 before it was 16)."""
+    written = loaded.config.training.model_dump(mode="json")
+    before, now = stored.get("training", {}), settings["training"]
+    return [f"training.{key}: {_short(before[key])}" for key in sorted(before)
+            if key in written and written[key] is None and before[key] != now.get(key)]
 
 
 def _short(value: Any) -> str:
@@ -134,11 +145,14 @@ def open_study(
             if mismatch or (force and records.study_schema(study) < records.SCHEMA):
                 changes = describe_changes(records.study_settings(study), settings)
                 if not force:
+                    kept = defaults_that_changed(loaded, records.study_settings(study), settings)
                     raise StudyError(
                         f"study {name!r} in {storage_spec.shown} was run with other settings; resuming would mix "
                         f"incomparable trials. Changed: {'; '.join(changes[:6])}{' ...' if len(changes) > 6 else ''}",
                         hint="give the study a new `study:` name, restore the old settings, or run again with --force "
-                        "(the old study is kept under an archived name and its folder moved aside)",
+                        "(the old study is kept under an archived name and its folder moved aside)"
+                        + (f"; to resume it where a default has changed since, write the values it ran with into "
+                           f"{loaded.path}: {', '.join(kept)}" if kept else ""),
                     )
                 archived = _archive(study, storage, paths)
                 study = None

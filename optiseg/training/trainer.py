@@ -107,6 +107,7 @@ def train_network(
         )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    training = training.for_split(len(dataset.train))
     identity = run_identity(network, dataset, training)
     with locked(run_dir):
         stored = stored_result(run_dir, identity)
@@ -134,6 +135,7 @@ def score_best_so_far(
     deployable ONNX file beside the run's own, which later epochs leave as it is. The run is not changed.
     """
     run_dir = Path(run_dir)
+    training = training.for_split(len(dataset.train))
     identity = run_identity(network, dataset, training)
     with locked(run_dir):
         run = _Run(network, dataset, training, run_dir, identity, cache or DatasetCache(dataset), None)
@@ -227,7 +229,8 @@ class _Run:
             for problem in self.dataset.warnings:
                 self._log(f"data warning: {problem}")
             self._log(f"training {self.model_name} {self.knobs} at {format_resolution(self.resolution)} on {self.device}"
-                      f"{' with mixed precision' if self.amp else ''}: {self._planned_epochs()} epochs of {batches} batches, "
+                      f"{' with mixed precision' if self.amp else ''}: {self._planned_epochs()} epochs of {batches} batches of "
+                      f"{training.batch_size} at lr {training.lr:.3g}, "
                       f"masks at {label_scale}x the input size" + self._phases_text()
                       + (f"; starting from the weights of {self.initialized_from}" if self.initialized_from else ""))
         while True:
