@@ -29,7 +29,7 @@ def make_config(folder, data_root, name, **changes):
     config = {
         "study": name, "model": "fastscnn", "effort": "expert", "resolution": 64,
         "search_space": {**SMALL, "bits": [16, 4]}, "mode": ["device", "split"],
-        "data": {"root": str(data_root)}, "training": {"epochs": 12, "batch_size": 4, "lr": 0.01},
+        "data": {"root": str(data_root)}, "training": {"epochs": 12, "batch_size": 2, "lr": 0.01},
         "device": {"kind": "local", "measure": FAST_MEASURE},
         "server": {"kind": "local", "name": "edge-server", "measure": FAST_MEASURE},
         "link": LINK, "budget": {"n_trials": 1}, "confirm": False, "output": str(folder / "runs"),
